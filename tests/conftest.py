@@ -1,0 +1,48 @@
+import os, subprocess, sys, hashlib
+from pathlib import Path
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+BIN = Path(sys.executable).parent
+
+
+def run_cli(name, *args, timeout=600, env=None):
+    "Run a console script of the kit; returns CompletedProcess with text stdout/stderr."
+    exe = BIN / name
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-c", f"import sys; from sma_kit.cli import {name}; sys.exit({name}())", *[]]
+    e = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **(env or {})}
+    return subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True, timeout=timeout, env=e)
+
+
+def sha(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def data_dir():
+    "SMA_DATA_DIR (the shared real corpora), or skip."
+    d = os.environ.get("SMA_DATA_DIR")
+    if not d or not Path(d).is_dir():
+        pytest.skip("SMA_DATA_DIR is not set to the real-data folder")
+    return Path(d)
+
+
+PIGS = "".join(f"{i} little pigs went to market and {i % 7} came home to eat {i % 5} apples.\n" for i in range(300))
+
+
+@pytest.fixture
+def tiny_corpus(tmp_path):
+    "A DATA root with general/ and one specialist folder."
+    root = tmp_path / "data"
+    (root / "general").mkdir(parents=True)
+    (root / "general" / "pigs.txt").write_text(PIGS)
+    (root / "general" / "more.md").write_text(PIGS.upper())
+    (root / "math").mkdir()
+    (root / "math" / "sums.jsonl").write_text("".join(f'{{"question": "What is {i} + {i}?", "answer": "#### {2 * i}"}}\n' for i in range(200)))
+    return root
+
+
+TINY = ["--seq_len", 32, "--d_model", 32, "--n_heads", 2, "--n_layers", 1, "--dim_feedforward", 64,
+        "--batch_size", 4, "--max_steps", 6, "--eval_every", 3, "--warmup_steps", 2, "--quiet"]

@@ -1,0 +1,151 @@
+"End to end: the console scripts train, evaluate and sample; every bad input gets one clear line."
+import json, shutil
+from pathlib import Path
+import pytest
+from conftest import run_cli, sha, TINY
+
+
+def one_error_line(p, *needles):
+    assert p.returncode == 2, (p.returncode, p.stdout, p.stderr)
+    lines = [l for l in p.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), p.stderr
+    assert "Traceback" not in p.stderr + p.stdout
+    for n in needles: assert str(n) in lines[0], (n, lines[0])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    "One tiny generalist trained with the BPE tokenizer through the CLI."
+    from conftest import PIGS
+    root = tmp_path_factory.mktemp("e2e") / "data"
+    (root / "general").mkdir(parents=True); (root / "general" / "pigs.txt").write_text(PIGS * 2)
+    (root / "math").mkdir(); (root / "math" / "q.txt").write_text("".join(f"{i} + {i} = {2 * i}\n" for i in range(600)))
+    out = root.parent / "gen"
+    p = run_cli("sma_train_generalist", "--data_dir", root, "--output_dir", out, "--tokenizer", "bpe", "--vocab_size", 400, *TINY)
+    return root, out, p
+
+
+def test_train_writes_model_and_reports_val_loss(trained):
+    root, out, p = trained
+    assert p.returncode == 0, p.stderr
+    assert sorted(x.name for x in out.iterdir()) == ["config.json", "metrics.jsonl", "model.safetensors", "tokenizer.json", "train_state"]
+    last = p.stdout.strip().splitlines()[-1]
+    assert last.startswith("final validation loss ") and str(out) in last
+    recs = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    best = min(r["val_loss"] for r in recs if "val_loss" in r)
+    assert f"{best:.4f}" in last
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["d_model"] == 32 and cfg["ffn_dim"] == 64 and cfg["max_seq_len"] == 32 and cfg["vocab_size"] <= 400
+
+
+def test_eval_lm_per_domain_table_and_json(trained, tmp_path):
+    root, out, _ = trained
+    p = run_cli("sma_eval_lm", "--model_dir", out, "--data_dir", root, "--json", tmp_path / "ev.json")
+    assert p.returncode == 0, p.stderr
+    res = json.loads((tmp_path / "ev.json").read_text())["domains"]
+    assert list(res) == ["general", "math"]
+    recs = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    best = min(r["val_loss"] for r in recs if "val_loss" in r)
+    assert abs(res["general"]["val_loss"] - best) < 1e-5, "eval_lm and training measure validation loss the same way"
+    assert "| general |" in p.stdout and "| math |" in p.stdout
+
+
+def test_generate_is_seeded(trained):
+    _, out, _ = trained
+    a = run_cli("sma_generate", "--model_dir", out, "--prompt", "3 little", "--seed", 5, "--max_new_tokens", 12)
+    b = run_cli("sma_generate", "--model_dir", out, "--prompt", "3 little", "--seed", 5, "--max_new_tokens", 12)
+    g = run_cli("sma_generate", "--model_dir", out, "--prompt", "3 little", "--temperature", 0, "--max_new_tokens", 12)
+    assert a.returncode == b.returncode == g.returncode == 0, a.stderr + g.stderr
+    assert a.stdout == b.stdout and a.stdout.startswith("3 little") and len(a.stdout) > len("3 little")
+
+
+def test_resume_continues_to_the_same_weights(tiny_corpus, tmp_path):
+    args = ["--data_dir", tiny_corpus, "--tokenizer", "byte", *TINY]
+    full = run_cli("sma_train_generalist", "--output_dir", tmp_path / "a", *args)
+    assert full.returncode == 0, full.stderr
+    # an interrupted run: same settings with a shorter schedule is refused on resume...
+    part = run_cli("sma_train_generalist", "--output_dir", tmp_path / "b", *[a if a != 6 else 3 for a in args])
+    assert part.returncode == 0, part.stderr
+    p = run_cli("sma_train_generalist", "--output_dir", tmp_path / "b", "--resume", *args)
+    one_error_line(p, "max_steps 3 -> 6")
+    # ...and retraining into a dir that holds a model needs --overwrite
+    p = run_cli("sma_train_generalist", "--output_dir", tmp_path / "a", *args)
+    one_error_line(p, tmp_path / "a", "--resume", "--overwrite")
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+def test_bad_data_dirs(tmp_path, tiny_corpus):
+    base = ["--output_dir", tmp_path / "out", "--tokenizer", "byte", *TINY]
+    one_error_line(run_cli("sma_train_generalist", "--data_dir", tmp_path / "missing", *base), tmp_path / "missing", "does not exist")
+    (tmp_path / "empty").mkdir()
+    one_error_line(run_cli("sma_train_generalist", "--data_dir", tmp_path / "empty", *base), tmp_path / "empty", "no text files")
+    nogen = tmp_path / "nogen"; (nogen / "math").mkdir(parents=True); (nogen / "math" / "a.txt").write_text("x" * 500)
+    one_error_line(run_cli("sma_eval_lm", "--model_dir", tmp_path, "--data_dir", nogen), "model dir" if False else tmp_path)
+    shutil.rmtree(tiny_corpus / "general"); (tiny_corpus / "general").mkdir(); (tiny_corpus / "general" / "LICENSE").write_text("MIT")
+    one_error_line(run_cli("sma_train_generalist", "--data_dir", tiny_corpus, *base), tiny_corpus / "general", "no text files")
+    assert not (tmp_path / "out").exists(), "nothing is written when the input is bad"
+
+
+@pytest.mark.parametrize("name,content,msg", [
+    ("empty.txt", b"", "empty file"),
+    ("blank.txt", b"\n  \n", "empty file"),
+    ("image.txt", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary"),
+    ("latin1.txt", "caf\xe9 cr\xe8me br\xfbl\xe9e\n".encode("latin-1"), "not valid UTF-8"),
+    ("broken.jsonl", b'{"text": "ok"}\n{"text": ', "invalid JSON"),
+])
+def test_bad_files(tiny_corpus, tmp_path, name, content, msg):
+    bad = tiny_corpus / "general" / name
+    bad.write_bytes(content)
+    p = run_cli("sma_train_generalist", "--data_dir", tiny_corpus, "--output_dir", tmp_path / "out", "--tokenizer", "byte", *TINY)
+    one_error_line(p, bad, msg)
+    assert not (tmp_path / "out").exists()
+
+
+def test_seq_len_longer_than_corpus(tmp_path):
+    d = tmp_path / "small"; d.mkdir(); (d / "a.txt").write_text("just a few words of text, " * 8)
+    p = run_cli("sma_train_generalist", "--data_dir", d, "--output_dir", tmp_path / "out", "--tokenizer", "byte",
+                *[a if a != 32 else 64 for a in TINY])
+    one_error_line(p, "seq_len")
+    assert not (tmp_path / "out").exists()
+
+
+def test_unwritable_output_dir(tiny_corpus, tmp_path):
+    f = tmp_path / "a_file"; f.write_text("not a dir")
+    p = run_cli("sma_train_generalist", "--data_dir", tiny_corpus, "--output_dir", f / "out", "--tokenizer", "byte", *TINY)
+    one_error_line(p, f / "out", "output dir")
+    assert f.read_text() == "not a dir"
+
+
+def test_broken_model_dirs(trained, tmp_path):
+    root, out, _ = trained
+    before = {p.name: sha(p) for p in out.iterdir() if p.is_file()}
+    def broken(name, fix):
+        d = tmp_path / name; shutil.copytree(out, d); fix(d); return d
+    cases = [
+        (broken("noweights", lambda d: (d / "model.safetensors").unlink()), "model.safetensors", "not found"),
+        (broken("truncated", lambda d: (d / "model.safetensors").write_bytes((out / "model.safetensors").read_bytes()[:-100])), "model.safetensors", "truncated"),
+        (broken("garbage", lambda d: (d / "model.safetensors").write_bytes(b"\x00" * 1000)), "model.safetensors", "not a safetensors"),
+        (broken("notok", lambda d: (d / "tokenizer.json").unlink()), "tokenizer.json", "not found"),
+        (broken("badcfg", lambda d: (d / "config.json").write_text("{oops")), "config.json", "not valid JSON"),
+        (tmp_path / "nowhere", "nowhere", "model dir not found"),
+    ]
+    # a tokenizer whose vocabulary does not match the model
+    from sma_kit.tokenizer import byte_tokenizer
+    cases.append((broken("vocab", lambda d: byte_tokenizer().save(d / "tokenizer.json")), "tokenizer.json", "does not match"))
+    # weights of another shape under the right names
+    def other_shape(d):
+        cfg = json.loads((d / "config.json").read_text()); cfg["d_model"] = 64; cfg["ffn_dim"] = 128
+        (d / "config.json").write_text(json.dumps(cfg))
+    cases.append((broken("shape", other_shape), "model.safetensors", "shape"))
+    for d, needle, msg in cases:
+        one_error_line(run_cli("sma_generate", "--model_dir", d, "--prompt", "hi"), needle, msg)
+    one_error_line(run_cli("sma_eval_lm", "--model_dir", tmp_path / "truncated", "--data_dir", root), "truncated")
+    assert before == {p.name: sha(p) for p in out.iterdir() if p.is_file()}
+
+
+def test_bad_flags(tiny_corpus, tmp_path):
+    one_error_line(run_cli("sma_train_generalist", "--data_dir", tiny_corpus), "--output_dir")
+    one_error_line(run_cli("sma_train_generalist", "--data_dir", tiny_corpus, "--output_dir", tmp_path / "o", *TINY, "--n_heads", 3), "n_heads")
+    one_error_line(run_cli("sma_train_generalist", "--data_dir", tiny_corpus, "--output_dir", tmp_path / "o", *TINY, "--tokenizer", "nope"), "tokenizer")
+    one_error_line(run_cli("sma_train_generalist", "--data_dir", tiny_corpus, "--output_dir", tmp_path / "o", *TINY, "--device", "tpu9"), "tpu9")
+    assert not (tmp_path / "o").exists()
