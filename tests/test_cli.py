@@ -149,3 +149,17 @@ def test_bad_flags(tiny_corpus, tmp_path):
     one_error_line(run_cli("sma_train_generalist", "--data_dir", tiny_corpus, "--output_dir", tmp_path / "o", *TINY, "--tokenizer", "nope"), "tokenizer")
     one_error_line(run_cli("sma_train_generalist", "--data_dir", tiny_corpus, "--output_dir", tmp_path / "o", *TINY, "--device", "tpu9"), "tpu9")
     assert not (tmp_path / "o").exists()
+
+
+def test_demo_runs_on_the_builtin_corpus(tmp_path):
+    "The README's demo, shortened: built-in corpus, generalist, specialists, table, gates, sample."
+    p = run_cli("sma_demo", "--output_dir", tmp_path / "demo", "--max_steps", 8, "--specialist_steps", 6, "--batch_size", 4, "--quiet",
+                "--device", "cpu")
+    assert p.returncode == 0, p.stderr[-2000:]
+    res = json.loads((tmp_path / "demo" / "results.json").read_text())
+    assert set(res["eval"]) == {"generalist", "shiftable soft", "shiftable top-1"}
+    assert set(res["eval"]["generalist"]) == {"general", "datascience", "python"}
+    assert res["shiftable"]["specialists"] == ["datascience", "python"]
+    assert "| python |" in p.stdout and "routing accuracy" in p.stdout and "sample: The function returns" in p.stdout
+    for d in ("general", "datascience", "python"):
+        assert any((tmp_path / "demo" / "data" / d).glob("*.txt"))
