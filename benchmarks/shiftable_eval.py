@@ -25,16 +25,30 @@ from sma_kit.manager import SpecialistManager, ProjectSettings
 SPECS = ["business", "datascience", "math", "medical"]
 
 
-def stage(src: Path, dst: Path) -> Path:
-    "A DATA root of symlinks to the chosen files (nothing copied)."
-    pick = {"general": ["general/tinyshakespeare/input.txt", ("general/wikitext2_raw/wiki.test.raw", "wiki.test.txt")],
-            "math": ["math/gsm8k/train.jsonl"], "medical": ["medical/pubmedqa/ori_pqal.json"],
-            "datascience": ["datascience/sklearn_user_guide"], "business": ["business/fomc_minutes"]}
-    for dom, items in pick.items():
-        (dst / dom).mkdir(parents=True, exist_ok=True)
+def stage(src: Path, dst: Path, mb: float) -> Path:
+    """A DATA root with about `mb` MB per domain, written to a scratch dir (never into the repo).
+
+    general: tinyshakespeare + WikiText-2 test (raw); math: the first GSM8K train records; medical: the first
+    PubMedQA-L records (question, contexts, long answer); datascience: the scikit-learn guide files in
+    sorted order; business: the FOMC minutes in sorted (oldest first) order."""
+    cap = int(mb * 1e6)
+    def take(items, size):
+        out, n = [], 0
         for it in items:
-            rel, name = it if isinstance(it, tuple) else (it, Path(it).name)
-            os.symlink(src / rel, dst / dom / name)
+            if n >= cap: break
+            out.append(it); n += size(it)
+        return out
+    for d in ("general", "math", "medical", "datascience", "business"): (dst / d).mkdir(parents=True, exist_ok=True)
+    for rel, name in (("general/tinyshakespeare/input.txt", "tinyshakespeare.txt"), ("general/wikitext2_raw/wiki.test.raw", "wiki.test.txt")):
+        (dst / "general" / name).write_bytes((src / rel).read_bytes()[: cap // 2])
+    lines = (src / "math/gsm8k/train.jsonl").read_text().splitlines(keepends=True)
+    (dst / "math/gsm8k_train.jsonl").write_text("".join(take(lines, len)))
+    recs = json.loads((src / "medical/pubmedqa/ori_pqal.json").read_text())
+    rows = [json.dumps({"text": "\n".join([r["QUESTION"], *r["CONTEXTS"], r["LONG_ANSWER"]])}) + "\n" for r in recs.values()]
+    (dst / "medical/pubmedqa.jsonl").write_text("".join(take(rows, len)))
+    for dom, folder in (("datascience", "datascience/sklearn_user_guide"), ("business", "business/fomc_minutes")):
+        files = take(sorted(p for p in (src / folder).rglob("*") if p.suffix in (".rst", ".txt") and not p.name.startswith("LICENSE")), lambda p: p.stat().st_size)
+        for f in files: (dst / dom / f.name).write_bytes(f.read_bytes())
     return dst
 
 
@@ -66,11 +80,12 @@ def main():
     ap.add_argument("--spec_steps", type=int, default=600)
     ap.add_argument("--ft_steps", type=int, default=300)
     ap.add_argument("--batch_size", type=int, default=16)
+    ap.add_argument("--mb", type=float, default=1.2, help="text per domain, MB")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     torch.manual_seed(0)
     work = Path(a.out or tempfile.mkdtemp(prefix="shift_eval_"))
-    data = stage(data_dir(), work / "proj" / "data")
+    data = stage(data_dir(), work / "proj" / "data", a.mb)
     dev, seq = "cpu", 128
     shape = {k: v for k, v in preset("seed000").to_dict().items() if k in ("d_model", "n_layers", "n_heads", "ffn_dim")}
     R = {"machine": machine(), "settings": vars(a), "shape": "seed000", "domains": ["general", *SPECS]}
@@ -129,7 +144,7 @@ def main():
     before = ev["shiftable soft"]
     dres = mgr.delete_specialist("medical")
     after_del = ppl(eval_domains(mgr.model()[0], tok, data))
-    os.replace(dres["trash"], data / "medical")  # the corpus comes back from the trash for the add
+    os.replace(dres["trash"], data / "medical")  # the same corpus comes back from the trash for the add
     ares = mgr.add_specialist("medical")
     after_add = ppl(eval_domains(mgr.model()[0], tok, data))
     R["delete"] = {"wall_s": dres["wall_s"], "ppl_change_other_domains": {d: after_del[d] / before[d] - 1 for d in before if d != "medical"}}

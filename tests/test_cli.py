@@ -163,3 +163,22 @@ def test_demo_runs_on_the_builtin_corpus(tmp_path):
     assert "| python |" in p.stdout and "routing accuracy" in p.stdout and "sample: The function returns" in p.stdout
     for d in ("general", "datascience", "python"):
         assert any((tmp_path / "demo" / "data" / d).glob("*.txt"))
+
+
+def test_jax_backend_end_to_end_and_cross_backend(tiny_corpus, tmp_path):
+    "--backend jax trains, samples and evaluates; its checkpoint evaluates the same in PyTorch."
+    pytest.importorskip("jax")
+    out = tmp_path / "jaxgen"
+    p = run_cli("sma_train_generalist", "--data_dir", tiny_corpus, "--output_dir", out, "--tokenizer", "byte", "--backend", "jax", *TINY)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.strip().splitlines()[-1].startswith("final validation loss")
+    g = run_cli("sma_generate", "--model_dir", out, "--prompt", "3 little", "--backend", "jax", "--temperature", 0, "--max_new_tokens", 8)
+    assert g.returncode == 0 and g.stdout.startswith("3 little"), g.stderr[-2000:]
+    ej = run_cli("sma_eval_lm", "--model_dir", out, "--data_dir", tiny_corpus, "--backend", "jax", "--json", tmp_path / "j.json")
+    et = run_cli("sma_eval_lm", "--model_dir", out, "--data_dir", tiny_corpus, "--json", tmp_path / "t.json")
+    assert ej.returncode == 0 and et.returncode == 0, ej.stderr[-2000:] + et.stderr[-2000:]
+    j, t = (json.loads((tmp_path / f).read_text())["domains"] for f in ("j.json", "t.json"))
+    for d in ("general", "math"):
+        assert abs(j[d]["val_loss"] - t[d]["val_loss"]) < 1e-4, (d, j[d], t[d])
+    one_error_line(run_cli("sma_train_specialists", "--generalist_ckpt", out, "--output_dir", tmp_path / "s", "--data_dir", tiny_corpus, "--backend", "jax"), "JAX backend")
+    one_error_line(run_cli("sma_train_generalist", "--data_dir", tiny_corpus, "--output_dir", tmp_path / "x", "--backend", "tf"), "--backend")

@@ -3,7 +3,7 @@ import subprocess, sys
 
 BACKEND_FREE = ["sma_kit", "sma_kit.config", "sma_kit.data", "sma_kit.filters", "sma_kit.tokenizer", "sma_kit.corpus",
                 "sma_kit.checkpoint", "sma_kit.eval", "sma_kit.code_eval", "sma_kit.generate", "sma_kit.qa_eval",
-                "sma_kit.manager", "sma_kit.cli"]
+                "sma_kit.manager", "sma_kit.cli", "sma_kit.widgets", "sma_kit.jobs"]
 
 
 def test_backend_free_imports():
