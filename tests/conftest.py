@@ -46,3 +46,12 @@ def tiny_corpus(tmp_path):
 
 TINY = ["--seq_len", 32, "--d_model", 32, "--n_heads", 2, "--n_layers", 1, "--dim_feedforward", 64,
         "--batch_size", 4, "--max_steps", 6, "--eval_every", 3, "--warmup_steps", 2, "--quiet"]
+
+
+def one_error_line(p, *needles):
+    "A user mistake: exit status 2, exactly one `error: ...` line on stderr (progress bars aside), no traceback."
+    assert p.returncode == 2, (p.returncode, p.stdout, p.stderr)
+    lines = [l for l in p.stderr.splitlines() if l.strip() and not l.startswith(("train:", "\r"))]
+    assert len(lines) == 1 and lines[0].startswith("error: "), p.stderr
+    assert "Traceback" not in p.stderr + p.stdout
+    for n in needles: assert str(n) in lines[0], (n, lines[0])

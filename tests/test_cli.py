@@ -2,15 +2,9 @@
 import json, shutil
 from pathlib import Path
 import pytest
-from conftest import run_cli, sha, TINY
+from conftest import run_cli, sha, TINY, one_error_line
 
 
-def one_error_line(p, *needles):
-    assert p.returncode == 2, (p.returncode, p.stdout, p.stderr)
-    lines = [l for l in p.stderr.splitlines() if l.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), p.stderr
-    assert "Traceback" not in p.stderr + p.stdout
-    for n in needles: assert str(n) in lines[0], (n, lines[0])
 
 
 @pytest.fixture(scope="module")

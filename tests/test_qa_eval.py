@@ -6,6 +6,7 @@ import json, os, subprocess, sys
 from pathlib import Path
 from types import SimpleNamespace
 import pytest
+from conftest import one_error_line
 
 from sma_kit.config import SmaError
 from sma_kit.qa_eval import (extract_answer, read_gsm8k, read_pubmedqa, read_medqa, pubmedqa_item, eval_mc, eval_gsm8k,
@@ -32,12 +33,6 @@ def run_evaluate(*args, env=None, tmp=None):
     return subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True, timeout=600, env=env or ENV)
 
 
-def one_error_line(p, *needles):
-    assert p.returncode == 2, (p.returncode, p.stdout, p.stderr)
-    lines = [l for l in p.stderr.splitlines() if l.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), p.stderr
-    assert "Traceback" not in p.stderr + p.stdout
-    for n in needles: assert str(n) in lines[0], (n, lines[0])
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 import json, os, signal, subprocess, sys, time
 from pathlib import Path
 import pytest
-from conftest import run_cli, sha, TINY, PIGS
+from conftest import run_cli, sha, TINY, PIGS, one_error_line
 
 WORDS = {"general": "the cat sat on the mat and the dog ran in the park . ",
          "math": "12 + 30 = 42 and 7 * 6 = 42 so x = 42 . ",
@@ -11,12 +11,6 @@ SETTINGS = dict(model=dict(d_model=32, n_layers=2, n_heads=2, ffn_dim=64), token
                 lr=3e-3, generalist_steps=20, specialist_steps=20, specialist_lr=3e-3, eval_every=10, device="cpu")
 
 
-def one_error_line(p, *needles):
-    assert p.returncode == 2, (p.returncode, p.stdout, p.stderr)
-    lines = [l for l in p.stderr.splitlines() if l.strip() and not l.startswith(("train:", "\r"))]
-    assert len(lines) == 1 and lines[0].startswith("error: "), p.stderr
-    assert "Traceback" not in p.stderr + p.stdout
-    for n in needles: assert str(n) in lines[0], (n, lines[0])
 
 
 def make_project(root, domains=("general", "math"), settings=SETTINGS):
