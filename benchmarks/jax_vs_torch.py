@@ -13,7 +13,7 @@ CPU "baby GPT" recipe trained with the JAX trainer.
 3. The baby recipe with `sma_kit.jax.train.train_generalist`: tinyshakespeare, 2000 steps, lr 1e-3 -> 1e-4,
    warmup 100, weight decay 0.1, beta2 0.99, clip 1.0, dropout 0; the kit's validation loss (last 10%).
 
-    SMA_DATA_DIR=/work/shared/data python benchmarks/jax_vs_torch.py [--steps 2000] [--rounds 10] [--block 10]
+    SMA_DATA_DIR=../shared/data python benchmarks/jax_vs_torch.py [--steps 2000] [--rounds 10] [--block 10]
 """
 import argparse, json, os, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
@@ -181,7 +181,7 @@ def main():
         "load_average_before_after": [load_before, os.getloadavg()],
         "machine": {**machine(), "jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__,
                     "orbax_checkpoint": orbax.checkpoint.__version__, "jax_devices": [str(d) for d in jax.devices()]},
-        "command": "SMA_DATA_DIR=/work/shared/data python benchmarks/jax_vs_torch.py " + " ".join(sys.argv[1:]),
+        "command": "SMA_DATA_DIR=../shared/data python benchmarks/jax_vs_torch.py " + " ".join(sys.argv[1:]),
     }
     write("jax_vs_torch", result)
 
