@@ -48,7 +48,7 @@ def main():
                date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                machine=dict(cpu_count=os.cpu_count(), platform=platform.platform(), machine=platform.machine(),
                             python=sys.version.split()[0], euid=os.geteuid(), loadavg_start=os.getloadavg()),
-               sandbox=sandbox_info(), workers=args.workers, modes={})
+               sandbox={**sandbox_info(), "python": os.path.basename(sys.executable)}, workers=args.workers, modes={})
     for mode in available_sandbox_modes():
         print(f"[{mode}] trivial program overhead ...", flush=True)
         m = dict(trivial_pass=trivial_overhead(mode, args.trivial))

@@ -88,7 +88,7 @@ def main():
     data = stage(data_dir(), work / "proj" / "data", a.mb)
     dev, seq = "cpu", 128
     shape = {k: v for k, v in preset("seed000").to_dict().items() if k in ("d_model", "n_layers", "n_heads", "ffn_dim")}
-    R = {"machine": machine(), "settings": vars(a), "shape": "seed000", "domains": ["general", *SPECS]}
+    R = {"machine": machine(), "settings": {k: v for k, v in vars(a).items() if k != "out"}, "shape": "seed000", "domains": ["general", *SPECS]}
     # validation runs once, at the end of each training (a full pass over every domain's held-out tail is costly on a CPU)
     tc = lambda steps, lr: TrainConfig(batch_size=a.batch_size, seq_len=seq, max_steps=steps, lr=lr,
                                        warmup_steps=min(100, steps // 10), eval_every=steps, seed=1337)
