@@ -15,7 +15,7 @@ __all__ = ['BACKENDS', 'DEMO_MODEL', 'cli_errors', 'gate_table', 'check_backend'
            'train_generalist', 'load_for_inference', 'complete', 'generate', 'eval_lm', 'train_specialists',
            'specialists', 'add_specialist', 'delete_specialist', 'demo_run', 'demo']
 
-# %% ../nbs/50_cli.ipynb #84e73b63
+# %% ../nbs/50_cli.ipynb #f285fd54
 @contextlib.contextmanager
 def cli_errors():
     "Turn user mistakes into one line on stderr and a non-zero exit."
@@ -36,10 +36,9 @@ def gate_table(rep: dict) -> str:
 
 BACKENDS = ("torch", "jax", "xla")
 
-def check_backend(backend: str, device: str | None = None, routing=None) -> tuple[str, str | None]:
+def check_backend(backend: str, device: str | None = None) -> tuple[str, str | None]:
     "(backend, device): `xla` is the PyTorch backend on an XLA device; `--device xla` implies it."
     if backend not in BACKENDS: raise SmaError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if backend == "jax" and routing: raise SmaError("--routing needs a shiftable model, which the JAX backend does not run yet; use --backend torch")
     if backend == "xla": return "torch", device if device and str(device).startswith("xla") else "xla"
     if backend == "jax" and device and str(device).startswith("xla"): raise SmaError("--device xla belongs to --backend torch (PyTorch/XLA); the JAX backend runs on TPUs natively")
     return backend, device
@@ -123,7 +122,7 @@ def train_generalist(
         print(final_line(res))
         if res["interrupted"]: sys.exit(130)
 
-# %% ../nbs/50_cli.ipynb #3e8210a3
+# %% ../nbs/50_cli.ipynb #46f3fe2e
 def load_for_inference(model_dir, device: str = "cpu", routing: str | None = None, route_k: int | None = None):
     "(model, tokenizer) with the routing of a shiftable model set as asked."
     from sma_kit.torch.train import load_model
@@ -164,14 +163,14 @@ def generate(
     "Continue a prompt with a trained model (generalist or shiftable)."
     with cli_errors():
         require(model_dir=model_dir, prompt=prompt)
-        backend, device = check_backend(backend, device, routing or route_k)
+        backend, device = check_backend(backend, device)
         if backend == "jax":
             from sma_kit.jax.train import complete as jax_complete
-            text = jax_complete(model_dir, prompt, max_new_tokens, temperature, top_k or None, top_p, seed, device)
+            text = jax_complete(model_dir, prompt, max_new_tokens, temperature, top_k or None, top_p, seed, device, routing, route_k)
         else: text = complete(model_dir, prompt, max_new_tokens, temperature, top_k or None, top_p, seed, device, routing, route_k)
         print(prompt + text)
 
-# %% ../nbs/50_cli.ipynb #795fec09
+# %% ../nbs/50_cli.ipynb #3dfac8aa
 @call_parse
 def eval_lm(
     model_dir:str=None,           # a model directory (required)
@@ -188,23 +187,19 @@ def eval_lm(
     "Per-domain validation loss and perplexity (and, for a shiftable model, routing accuracy and mean gates)."
     with cli_errors():
         require(model_dir=model_dir, data_dir=data_dir)
-        backend, device = check_backend(backend, device, routing or route_k)
+        backend, device = check_backend(backend, device)
+        from sma_kit.data import load_corpus_streams
         if backend == "jax":
-            from sma_kit.jax.train import load_model as jax_load, eval_domains as jax_eval
-            model, tok = jax_load(model_dir)
-            res = jax_eval(model, tok, data_dir, seq_len, val_fraction, batch_size)
-            print(format_table([{"domain": k, **v} for k, v in res.items()], ["domain", "val_tokens", "val_loss", "perplexity"]))
-            if json:
-                from sma_kit.checkpoint import atomic_write
-                atomic_write(json, _json.dumps({"model_dir": str(model_dir), "data_dir": str(data_dir), "backend": "jax", "domains": res}, indent=2) + "\n")
-            return
-        from sma_kit.torch.train import eval_domains, load_corpus_streams
-        from sma_kit.torch.shift import ShiftableLM, routing_report
-        model, tok = load_for_inference(model_dir, device, routing, route_k)
+            from sma_kit.jax.train import load_for_inference as jax_load, eval_domains, routing_report
+            model, tok = jax_load(model_dir, routing, route_k)
+        else:
+            from sma_kit.torch.train import eval_domains
+            from sma_kit.torch.shift import routing_report
+            model, tok = load_for_inference(model_dir, device, routing, route_k)
         res = eval_domains(model, tok, data_dir, seq_len, val_fraction, batch_size)
         print(format_table([{"domain": k, **v} for k, v in res.items()], ["domain", "val_tokens", "val_loss", "perplexity"]))
-        out = {"model_dir": str(model_dir), "data_dir": str(data_dir), "domains": res}
-        if isinstance(model, ShiftableLM):
+        out = {"model_dir": str(model_dir), "data_dir": str(data_dir), "backend": backend, "domains": res}
+        if hasattr(model, "set_routing"):   # a shiftable model, either backend
             from sma_kit.data import discover_domains, resolve_data_dir
             doms = discover_domains(data_dir) if (Path(data_dir) / "general").is_dir() else resolve_data_dir(data_dir)
             _, val = load_corpus_streams(doms, tok, val_fraction, seq_len or model.cfg.max_seq_len)
@@ -215,7 +210,7 @@ def eval_lm(
             from sma_kit.checkpoint import atomic_write
             atomic_write(json, _json.dumps(out, indent=2) + "\n")
 
-# %% ../nbs/50_cli.ipynb #b52fec7e
+# %% ../nbs/50_cli.ipynb #dc9e90bd
 @call_parse
 def train_specialists(
     generalist_ckpt:str=None,     # the generalist's model dir (or a file in it) (required)
@@ -246,8 +241,8 @@ def train_specialists(
     train_embeddings:bool=False,  # the opposite of --freeze_embeddings (trains them)
     seed:int=1337,                # seed
     device:str="auto",            # auto, cpu, cuda, xla, xla:N
-    backend:str="torch",          # torch or xla (the JAX backend has no shiftable model yet)
-    mesh:str=None,                # xla: SPMD mesh 'data,fsdp' or 'auto'
+    backend:str="torch",          # torch, jax, or xla (PyTorch on XLA devices)
+    mesh:str=None,                # jax / xla: device mesh 'data,fsdp' such as 2,4 (xla: also 'auto')
     resume:bool=False,            # continue from output_dir/train_state
     overwrite:bool=False,         # replace a model in output_dir
     quiet:bool=False,             # no progress bar
@@ -256,8 +251,8 @@ def train_specialists(
     with cli_errors():
         require(generalist_ckpt=generalist_ckpt, output_dir=output_dir)
         backend, device = check_backend(backend, device)
-        if backend == "jax": raise SmaError("the JAX backend has no shiftable model yet: train specialists with --backend torch (or xla); the checkpoint loads in both")
-        from sma_kit.torch.train import train_specialists as run
+        if backend == "jax": from sma_kit.jax.train import train_specialists as run
+        else: from sma_kit.torch.train import train_specialists as run
         gdir = Path(generalist_ckpt)
         if gdir.is_file(): gdir = gdir.parent
         if tokenizer_path is not None:

@@ -12,8 +12,8 @@ from .filters import CorpusError, read_text
 
 # %% auto #0
 __all__ = ['TEXT_EXTS', 'RECORD_EXTS', 'NOT_CORPUS', 'is_corpus_file', 'domain_files', 'discover_domains', 'resolve_data_dir',
-           'record_text', 'file_documents', 'load_domain', 'token_stream', 'split_stream', 'domain_stream',
-           'load_corpus_streams', 'val_windows', 'MixtureSampler']
+           'specialist_corpora', 'record_text', 'file_documents', 'load_domain', 'token_stream', 'split_stream',
+           'domain_stream', 'load_corpus_streams', 'val_windows', 'MixtureSampler']
 
 # %% ../nbs/01_data.ipynb #d83e928c
 TEXT_EXTS = (".txt", ".md", ".rst")
@@ -56,6 +56,26 @@ def resolve_data_dir(data_dir) -> dict[str, list[Path]]:
     files = domain_files(d)
     if not files: raise CorpusError(f"{d}: no text files (.txt .md .rst .jsonl .json) found")
     return {"general" if d.name == "general" else d.name: files}
+
+# %% ../nbs/01_data.ipynb #a8203b7e
+def specialist_corpora(data_dir=None, domain_dirs: dict | None = None, specialists: list | None = None) -> tuple[list[str], dict]:
+    "(specialist names, `{domain: files}` of general + those specialists) from a DATA root or explicit `{name: folder}`."
+    from sma_kit.config import check_name
+    if data_dir is not None: domains = discover_domains(data_dir)
+    else:
+        domains = {}
+        for name, d in (domain_dirs or {}).items():
+            if d is None: continue
+            d = Path(d)
+            if not d.is_dir(): raise CorpusError(f"{d}: {name} corpus dir does not exist")
+            files = domain_files(d)
+            if not files: raise CorpusError(f"{d}: the {name} corpus has no text files (.txt .md .rst .jsonl .json)")
+            domains[name] = files
+    names = [check_name(n) for n in (specialists or [d for d in domains if d != "general"])]
+    missing = [n for n in names if n not in domains]
+    if missing: raise SmaError(f"no corpus for specialist(s) {missing}; domains found: {list(domains)}")
+    if not names: raise SmaError(f"{data_dir or domain_dirs}: no specialist domains (a folder besides general/ with text files)")
+    return names, {d: f for d, f in domains.items() if d == "general" or d in names}
 
 # %% ../nbs/01_data.ipynb #65caab34
 def record_text(rec, text_field: str = "text") -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['compare_table', 'perplexity_bars', 'gate_heatmap']
+__all__ = ['compare_table', 'routing_summary', 'perplexity_bars', 'gate_heatmap']
 
 # %% ../nbs/32_eval.ipynb #aed8f586
 def compare_table(ppl: dict[str, dict[str, float]], baseline: str | None = None) -> str:
@@ -25,6 +25,21 @@ def compare_table(ppl: dict[str, dict[str, float]], baseline: str | None = None)
             cells += [f"{100 * (ppl[m][d] / b - 1):+.1f}%" if b and d in ppl[m] else "-" for m in models if m != baseline]
         lines.append(f"| {d} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+# %% ../nbs/32_eval.ipynb #324cc174
+def routing_summary(gates: dict, experts: list[str], skip: int = 16) -> dict:
+    "{'experts', 'mean_gate': {domain: [E]}, 'accuracy': {domain: acc, 'overall': acc}} from `{domain: gates [N, T, E]}`."
+    mean_gate, acc, hits, total = {}, {}, 0, 0
+    for name, g in gates.items():
+        g = np.asarray(g, dtype=np.float64)
+        mean_gate[name] = g.mean((0, 1)).tolist()
+        own = 0 if name == "general" else experts.index(name) if name in experts else None
+        if own is None: continue
+        top = g[:, skip:].argmax(-1)
+        acc[name] = float((top == own).mean())
+        hits += int((top == own).sum()); total += top.size
+    if total: acc["overall"] = hits / total
+    return {"experts": list(experts), "mean_gate": mean_gate, "accuracy": acc}
 
 # %% ../nbs/32_eval.ipynb #bc7c302e
 def perplexity_bars(ppl: dict[str, dict[str, float]], path, title: str = "Validation perplexity per domain"):

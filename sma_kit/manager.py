@@ -131,7 +131,7 @@ class SpecialistManager:
         if key != self._model_key: self._model, self._model_key = load_model(d), key
         return self._model
 
-# %% ../nbs/40_manager.ipynb #780aae01
+# %% ../nbs/40_manager.ipynb #23c71912
 def _keep_metrics(old: Path, new: Path):
     "Carry the metrics of earlier runs over into a new model dir."
     for f in sorted(old.glob("metrics*.jsonl")) if old.is_dir() else []:
@@ -141,7 +141,8 @@ def _add_specialist(self, name: str, steps: int | None = None) -> dict:
     "Add and train the specialist `name` from `data/<name>/`."
     from functools import partial
     import numpy as np
-    from sma_kit.torch.shift import check_name, shift_loss, expert_targets, routing_report
+    from sma_kit.config import check_name
+    from sma_kit.torch.shift import shift_loss, expert_targets, routing_report
     from sma_kit.torch.train import load_model, load_corpus_streams, Trainer
     from sma_kit.data import MixtureSampler
     check_name(name)

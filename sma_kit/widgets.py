@@ -319,7 +319,7 @@ class ChatWidget:
     def _repr_mimebundle_(self, include=None, exclude=None, **kw):
         return self.widget._repr_mimebundle_(include=include, exclude=exclude, **kw)
 
-# %% ../nbs/41_widgets.ipynb #eef35b56
+# %% ../nbs/41_widgets.ipynb #fef8ea16
 class SpecialistPanel:
     "Specialists with delete buttons, an add form, progress while training in the background, errors as messages."
     def __init__(self, manager, steps: int | None = None):
@@ -371,7 +371,7 @@ class SpecialistPanel:
     def check_new(self, name: str) -> str:
         "`name` if a specialist can be added under it, else an `SmaError` saying why."
         from sma_kit.data import domain_files
-        from sma_kit.torch.shift import check_name
+        from sma_kit.config import check_name
         if not name: raise SmaError("type the name of the new specialist first")
         check_name(name)
         if name in self.manager.list_specialists(): raise SmaError(f"specialist {name!r} already exists")

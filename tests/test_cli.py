@@ -160,7 +160,7 @@ def test_demo_runs_on_the_builtin_corpus(tmp_path):
 
 
 def test_jax_backend_end_to_end_and_cross_backend(tiny_corpus, tmp_path):
-    "--backend jax trains, samples and evaluates; its checkpoint evaluates the same in PyTorch."
+    "--backend jax trains a generalist and specialists, samples and evaluates; its checkpoints evaluate the same in PyTorch."
     pytest.importorskip("jax")
     out = tmp_path / "jaxgen"
     p = run_cli("sma_train_generalist", "--data_dir", tiny_corpus, "--output_dir", out, "--tokenizer", "byte", "--backend", "jax", *TINY)
@@ -174,5 +174,27 @@ def test_jax_backend_end_to_end_and_cross_backend(tiny_corpus, tmp_path):
     j, t = (json.loads((tmp_path / f).read_text())["domains"] for f in ("j.json", "t.json"))
     for d in ("general", "math"):
         assert abs(j[d]["val_loss"] - t[d]["val_loss"]) < 1e-4, (d, j[d], t[d])
-    one_error_line(run_cli("sma_train_specialists", "--generalist_ckpt", out, "--output_dir", tmp_path / "s", "--data_dir", tiny_corpus, "--backend", "jax"), "JAX backend")
+    # specialists with JAX on the JAX generalist; both backends evaluate the shiftable model alike, under another routing too
+    sp = tmp_path / "jaxspec"
+    p = run_cli("sma_train_specialists", "--generalist_ckpt", out, "--output_dir", sp, "--data_dir", tiny_corpus, "--backend", "jax",
+                "--batch_size", 4, "--max_steps", 6, "--eval_every", 3, "--warmup_steps", 2, "--expert_site", "both", "--branch", "lora", "--quiet")
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "specialists math" in p.stdout and (sp / "specialists.json").is_file()
+    for routing in ("soft", "hard"):
+        ej = run_cli("sma_eval_lm", "--model_dir", sp, "--data_dir", tiny_corpus, "--backend", "jax", "--routing", routing, "--json", tmp_path / "sj.json")
+        et = run_cli("sma_eval_lm", "--model_dir", sp, "--data_dir", tiny_corpus, "--routing", routing, "--json", tmp_path / "st.json")
+        assert ej.returncode == 0 and et.returncode == 0, ej.stderr[-2000:] + et.stderr[-2000:]
+        j, t = (json.loads((tmp_path / f).read_text()) for f in ("sj.json", "st.json"))
+        assert j["routing"] == t["routing"] == routing and "routing accuracy" in ej.stdout
+        for d in ("general", "math"):
+            assert abs(j["domains"][d]["val_loss"] - t["domains"][d]["val_loss"]) < 1e-4, (routing, d, j["domains"][d], t["domains"][d])
+            assert abs(j["gates"]["accuracy"][d] - t["gates"]["accuracy"][d]) < 0.01
+    gj = run_cli("sma_generate", "--model_dir", sp, "--prompt", "3 little", "--backend", "jax", "--temperature", 0, "--max_new_tokens", 8, "--routing", "topk")
+    gt = run_cli("sma_generate", "--model_dir", sp, "--prompt", "3 little", "--temperature", 0, "--max_new_tokens", 8, "--routing", "topk")
+    assert gj.returncode == 0 and gj.stdout == gt.stdout, (gj.stdout, gt.stdout, gj.stderr[-1000:])
+    one_error_line(run_cli("sma_eval_lm", "--model_dir", out, "--data_dir", tiny_corpus, "--backend", "jax", "--routing", "hard"), "applies to a shiftable model")
+    one_error_line(run_cli("sma_train_specialists", "--generalist_ckpt", sp, "--output_dir", tmp_path / "s2", "--data_dir", tiny_corpus, "--backend", "jax"),
+                   "already a shiftable model")
+    one_error_line(run_cli("sma_train_specialists", "--generalist_ckpt", out, "--output_dir", tmp_path / "s3", "--data_dir", tiny_corpus, "--backend", "jax",
+                           "--mesh", "1,2", "--device", "cpu"), "does not divide the 1 available cpu devices")
     one_error_line(run_cli("sma_train_generalist", "--data_dir", tiny_corpus, "--output_dir", tmp_path / "x", "--backend", "tf"), "--backend")

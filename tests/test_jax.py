@@ -165,3 +165,98 @@ def test_same_training_as_pytorch(tmp_path):
     trainer(tmp_path / "jx", make_mesh("1,1", CPU), model=jm, stop_after=10).fit()
     lt, lj = losses(tmp_path / "pt"), losses(tmp_path / "jx")
     assert len(lt) == 10 and np.abs(np.array(lt) - np.array(lj)).max() < 1e-3, (lt, lj)
+
+
+def _torch_shiftable(branch="copy", site="attention", seed=1):
+    "A PyTorch shiftable model with 2 specialists whose branches and gates are perturbed (so the experts differ)."
+    torch = pytest.importorskip("torch")
+    from sma_kit.torch.model import DecoderLM as TorchLM
+    from sma_kit.torch.shift import ShiftableLM as TorchShift
+    torch.manual_seed(seed)
+    tm = TorchShift.from_base_model(TorchLM(CFG), ["math", "code"], expert_site=site, branch=branch)
+    with torch.no_grad():
+        for p in tm.parameters():
+            if p.requires_grad: p.add_(torch.randn_like(p) * 0.05)
+    return tm.eval()
+
+
+@pytest.mark.parametrize("branch,site", [("copy", "attention"), ("lora", "both")])
+def test_shiftable_checkpoint_both_ways(tmp_path, branch, site):
+    "A PyTorch shiftable model directory loads in JAX with the same logits in every routing mode; saved from JAX it is the same file."
+    torch = pytest.importorskip("torch")
+    from sma_kit.torch.train import save_model as torch_save, load_model as torch_load
+    from sma_kit.jax.shift import ShiftableLM
+    tm = _torch_shiftable(branch, site)
+    torch_save(tm, tmp_path / "pt", TOK)
+    jm, tok = load_model(tmp_path / "pt")
+    assert isinstance(jm, ShiftableLM) and jm.experts == ["base", "math", "code"] and jm.sc.branch == branch
+    ids = np.random.default_rng(0).integers(0, TOK.vocab_size, (3, 32))
+    for mode, k in (("soft", 1), ("topk", 1), ("topk", 2), ("hard", 1)):
+        tm.set_routing(mode, k); jm.set_routing(mode, k)
+        with torch.no_grad(): tl = tm(torch.from_numpy(ids)).numpy()
+        assert np.abs(np.asarray(fwd(jm, jnp.asarray(ids))) - tl).max() < 1e-4, mode
+    jm.set_routing("soft", 1)
+    save_model(jm, tmp_path / "jx", tok)
+    assert read_safetensors_header(tmp_path / "pt" / WEIGHTS) == read_safetensors_header(tmp_path / "jx" / WEIGHTS)
+    assert json.loads((tmp_path / "jx" / "specialists.json").read_text()) == json.loads((tmp_path / "pt" / "specialists.json").read_text())
+    tm2, _ = torch_load(tmp_path / "jx")
+    for (k, a), (_, b) in zip(tm.state_dict().items(), tm2.state_dict().items()):
+        assert a.numpy().tobytes() == b.numpy().tobytes(), k
+    # a generalist saved over it drops specialists.json; a mismatched specialists.json is refused with one line
+    (tmp_path / "jx" / "specialists.json").write_text(json.dumps({"specialists": ["math"], "branch": branch, "expert_site": site}))
+    one_line(lambda: load_model(tmp_path / "jx"), "tensors do not match the model")
+    save_model(DecoderLM(CFG, 0), tmp_path / "jx", tok)
+    assert not (tmp_path / "jx" / "specialists.json").exists() and not isinstance(load_model(tmp_path / "jx")[0], ShiftableLM)
+
+
+def _domain_batches():
+    "A domain-labelled sampler over general text and two specialist corpora."
+    math = split_stream(token_stream(["1 + 1 = 2, 2 + 3 = 5\n" * 120], TOK), 0.1)[0]
+    code = split_stream(token_stream(["def f(x):\n    return x + 1\n" * 80], TOK), 0.1)[0]
+    return MixtureSampler({"general": TRAIN, "math": math, "code": code}, 32, {"general": 1, "math": 1, "code": 1}, seed=0)
+
+
+def test_shiftable_training_tracks_pytorch(tmp_path):
+    "The same shiftable weights and batches: ten JAX steps of shift_loss track ten PyTorch steps; the base stays frozen in both."
+    torch = pytest.importorskip("torch")
+    from functools import partial
+    from sma_kit.config import expert_ids
+    from sma_kit.torch.train import Trainer as TorchTrainer
+    from sma_kit.torch.shift import shift_loss, expert_targets
+    from sma_kit.jax.shift import ShiftableLM, shift_loss_fn
+    tm = _torch_shiftable("lora", "both").train()
+    jm = load_state_dict(ShiftableLM(CFG, tm.sc, 0), {k: v.detach().numpy().copy() for k, v in tm.state_dict().items()})
+    before = state_dict(jm)
+    doms = ["general", "math", "code"]
+    tc = TrainConfig(batch_size=8, seq_len=32, lr=3e-3, warmup_steps=5, max_steps=40, eval_every=5, log_every=1, seed=0, stop_after=10)
+    TorchTrainer(tm, TOK, _domain_batches(), {"general": VAL}, tc, tmp_path / "pt", "cpu", progress=False,
+                 loss_fn=partial(shift_loss, targets=expert_targets(doms, tm.experts))).fit()
+    Trainer(jm, TOK, _domain_batches(), {"general": VAL}, tc, tmp_path / "jx", make_mesh("1,1", CPU), progress=False,
+            loss_fn=shift_loss_fn(expert_ids(doms, jm.experts)), wrt=jm.trainable()).fit()
+    rt, rj = ([json.loads(l) for l in (tmp_path / d / "metrics.jsonl").read_text().splitlines()] for d in ("pt", "jx"))
+    assert len(rt) == len(rj) == 10
+    for key in ("train_loss", "lm_loss", "lb_loss", "gate_loss"):
+        assert np.abs(np.array([r[key] for r in rt]) - np.array([r[key] for r in rj])).max() < 1e-3, key
+    after, tsd = state_dict(jm), {k: v.detach().numpy() for k, v in tm.state_dict().items()}
+    for k in before:
+        moved = not np.array_equal(before[k], after[k])
+        assert moved == (("_experts." in k) or (".gate." in k)), k          # only branches and gates train
+        assert np.abs(after[k] - tsd[k]).max() < 1e-3, k
+
+
+def test_shiftable_training_on_a_mesh_equals_one_device(tmp_path):
+    "Branches and gates sharded over a (2, 4) mesh: the same losses as on one device."
+    pytest.importorskip("torch")
+    from sma_kit.config import expert_ids
+    from sma_kit.jax.shift import ShiftableLM, shift_loss_fn
+    sd = {k: v.detach().numpy().copy() for k, v in _torch_shiftable("copy", "both").state_dict().items()}
+    sc = _torch_shiftable("copy", "both").sc
+    tc = TrainConfig(batch_size=8, seq_len=32, lr=3e-3, warmup_steps=5, max_steps=40, eval_every=5, log_every=1, seed=0, stop_after=6)
+    for name, mesh in (("one", make_mesh("1,1", CPU)), ("eight", make_mesh("2,4", CPU))):
+        m = load_state_dict(ShiftableLM(CFG, sc, 0), sd)
+        Trainer(m, TOK, _domain_batches(), {"general": VAL}, tc, tmp_path / name, mesh, progress=False,
+                loss_fn=shift_loss_fn(expert_ids(["general", "math", "code"], m.experts)), wrt=m.trainable()).fit()
+    l1, l8 = losses(tmp_path / "one"), losses(tmp_path / "eight")
+    assert len(l1) == 6 and np.abs(np.array(l1) - np.array(l8)).max() < 1e-4, (l1, l8)
+    k = m.blocks[0].ffn_experts["math"].mod.up_proj.kernel[...]
+    assert all(s.data.size * 4 == k.size for s in k.addressable_shards)

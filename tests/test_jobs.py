@@ -181,6 +181,14 @@ def test_jax_backend_trains_and_evaluates(corpus, tmp_path):
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["parameters"]["backend"] == "jax" and m["figures"]["steps"] == 6 and list(m["figures"]["perplexity"]) == ["general", "math"]
     assert m["machine"]["backend"] == "jax" and (tmp_path / "model.safetensors").is_file()
+    # the train_specialists job on JAX, on that generalist: gates, routing accuracy and heatmaps as with torch
+    out = tmp_path / "shift"
+    q = sma_run_job("train_specialists", *flags({"backend": "jax", "generalist_dir": tmp_path, "data_dir": corpus, "max_steps": 6, "batch_size": 4,
+                                                  "heatmap_tokens": 24, "branch": "lora"}), "--output_dir", out, "--quiet")
+    assert q.returncode == 0, q.stderr
+    f = json.loads((out / "metrics.json").read_text())["figures"]
+    assert f["specialists"] == ["math"] and f["steps"] == 6 and set(f["mean_gate"]) == {"general", "math"} and 0 <= f["routing_accuracy"]["overall"] <= 1
+    assert json.loads((out / "specialists.json").read_text())["branch"] == "lora" and (out / "gates_math.png").is_file()
 
 
 def test_load_hub_corpus_through_local_files(tmp_path):

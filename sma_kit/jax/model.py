@@ -12,9 +12,9 @@ from flax import nnx
 from ..config import ModelConfig, SmaError
 
 # %% auto #0
-__all__ = ['DTYPES', 'as_dtype', 'init_normal', 'RMSNorm', 'rope_tables', 'apply_rope', 'dropout', 'Attention', 'SwiGLU', 'Block',
-           'token_nll', 'cross_entropy', 'StaticConfig', 'DecoderLM', 'torch_name', 'tensor_shapes', 'state_dict',
-           'load_state_dict', 'filter_logits', 'generate']
+__all__ = ['DTYPES', 'as_dtype', 'init_normal', 'RMSNorm', 'rope_tables', 'apply_rope', 'dropout', 'attend', 'Attention',
+           'swiglu', 'SwiGLU', 'Block', 'token_nll', 'cross_entropy', 'StaticConfig', 'DecoderLM', 'torch_name',
+           'tensor_shapes', 'state_dict', 'load_state_dict', 'filter_logits', 'generate']
 
 # %% ../../nbs/20_jax_model.ipynb #a2dafbd9
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -52,7 +52,7 @@ def apply_rope(x, cos, sin):
     c, s = cos[None, :, None, :], sin[None, :, None, :]
     return (x * c + rot * s).astype(x.dtype)
 
-# %% ../../nbs/20_jax_model.ipynb #6f370bcc
+# %% ../../nbs/20_jax_model.ipynb #3204df25
 def dropout(x, rate: float, key):
     "Inverted dropout; identity when `key` is None or `rate` is 0."
     if key is None or rate <= 0: return x
@@ -68,9 +68,35 @@ def _linear(d_in, d_out, axes, rngs, dtype, param_dtype, std=0.02):
     return nnx.Linear(d_in, d_out, use_bias=False, dtype=dtype, param_dtype=param_dtype,
                       kernel_init=init_normal(std, axes), rngs=rngs)
 
+def attend(x, wq, wk, wv, wo, n_heads: int, n_kv: int, cos, sin, cache: dict | None = None, pos=0, key=None,
+           rate: float = 0.0, dtype=None):
+    "Causal attention of x [B, T, d] with kernels `[in, out]`; returns y (and the updated cache when one is given)."
+    B, T, _ = x.shape
+    hd = wk.shape[1] // n_kv
+    G = n_heads // n_kv
+    w = jnp.concatenate([wq, wk, wv], axis=1)   # one matmul for q, k and v
+    x, w = _cast(x, w, dtype)
+    q, k, v = jnp.split((x @ w).reshape(B, T, n_heads + 2 * n_kv, hd), [n_heads, n_heads + n_kv], axis=2)
+    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    if cache is None:
+        mask = jnp.tril(jnp.ones((T, T), dtype=bool))
+    else:
+        k = jax.lax.dynamic_update_slice(cache["k"], k.astype(cache["k"].dtype), (0, pos, 0, 0))
+        v = jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), (0, pos, 0, 0))
+        cache = {"k": k, "v": v}
+        mask = jnp.arange(k.shape[1])[None, :] <= pos + jnp.arange(T)[:, None]
+    q = q.reshape(B, T, n_kv, G, hd)
+    att = jnp.einsum("btkgd,bskd->bkgts", q, k.astype(q.dtype), preferred_element_type=jnp.float32) / math.sqrt(hd)
+    att = jax.nn.softmax(jnp.where(mask, att, -jnp.inf), axis=-1)
+    att = dropout(att, rate, key)
+    y = jnp.einsum("bkgts,bskd->btkgd", att.astype(q.dtype), v.astype(q.dtype)).reshape(B, T, n_heads * hd)
+    y, wo = _cast(y, wo, dtype)
+    y = y @ wo
+    return (y, cache) if cache is not None else y
+
 class Attention(nnx.Module):
     def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs, dtype=None, param_dtype=jnp.float32):
-        self.n_heads, self.n_kv, self.hd, self.rate, self.dtype = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.dropout, dtype
+        self.n_heads, self.n_kv, self.rate, self.dtype = cfg.n_heads, cfg.n_kv_heads, cfg.dropout, dtype
         d, hq, hkv = cfg.d_model, cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
         out_std = 0.02 / math.sqrt(2 * cfg.n_layers)
         self.q_proj = _linear(d, hq, ("embed", "heads"), rngs, dtype, param_dtype)
@@ -78,31 +104,22 @@ class Attention(nnx.Module):
         self.v_proj = _linear(d, hkv, ("embed", "kv_heads"), rngs, dtype, param_dtype)
         self.o_proj = _linear(hq, d, ("heads", "embed"), rngs, dtype, param_dtype, out_std)
 
-    def __call__(self, x, cos, sin, cache: dict | None = None, pos=0, key=None):
-        B, T, _ = x.shape
-        H, K = self.n_heads, self.n_kv
-        G = H // K
-        # one matmul for q, k and v (three tensors in the checkpoint, side by side here)
-        w = jnp.concatenate([self.q_proj.kernel[...], self.k_proj.kernel[...], self.v_proj.kernel[...]], axis=1)
-        x, w = _cast(x, w, self.dtype)
-        q, k, v = jnp.split((x @ w).reshape(B, T, H + 2 * K, self.hd), [H, H + K], axis=2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if cache is None:
-            mask = jnp.tril(jnp.ones((T, T), dtype=bool))
-        else:
-            k = jax.lax.dynamic_update_slice(cache["k"], k.astype(cache["k"].dtype), (0, pos, 0, 0))
-            v = jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), (0, pos, 0, 0))
-            cache = {"k": k, "v": v}
-            mask = jnp.arange(k.shape[1])[None, :] <= pos + jnp.arange(T)[:, None]
-        q = q.reshape(B, T, self.n_kv, G, self.hd)
-        att = jnp.einsum("btkgd,bskd->bkgts", q, k.astype(q.dtype), preferred_element_type=jnp.float32) / math.sqrt(self.hd)
-        att = jax.nn.softmax(jnp.where(mask, att, -jnp.inf), axis=-1)
-        att = dropout(att, self.rate, key)
-        y = jnp.einsum("bkgts,bskd->btkgd", att.astype(q.dtype), v.astype(q.dtype))
-        y = self.o_proj(y.reshape(B, T, self.n_heads * self.hd))
-        return (y, cache) if cache is not None else y
+    def linears(self) -> tuple: return (self.q_proj, self.k_proj, self.v_proj, self.o_proj)
+    def weights(self) -> tuple:
+        "The kernels (q, k, v, o), each `[in, out]`."
+        return tuple(m.kernel[...] for m in self.linears())
 
-# %% ../../nbs/20_jax_model.ipynb #2099e0c9
+    def __call__(self, x, cos, sin, cache: dict | None = None, pos=0, key=None):
+        return attend(x, *self.weights(), self.n_heads, self.n_kv, cos, sin, cache, pos, key, self.rate, self.dtype)
+
+# %% ../../nbs/20_jax_model.ipynb #33945575
+def swiglu(x, wg, wu, wd, dtype=None):
+    "SwiGLU of x with kernels `[in, out]`: gate and up in one matmul."
+    x, w = _cast(x, jnp.concatenate([wg, wu], axis=1), dtype)
+    g, u = jnp.split(x @ w, 2, axis=-1)
+    h, wd = _cast(jax.nn.silu(g) * u, wd, dtype)
+    return h @ wd
+
 class SwiGLU(nnx.Module):
     def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs, dtype=None, param_dtype=jnp.float32):
         out_std = 0.02 / math.sqrt(2 * cfg.n_layers)
@@ -110,10 +127,11 @@ class SwiGLU(nnx.Module):
         self.up_proj = _linear(cfg.d_model, cfg.ffn_dim, ("embed", "mlp"), rngs, dtype, param_dtype)
         self.down_proj = _linear(cfg.ffn_dim, cfg.d_model, ("mlp", "embed"), rngs, dtype, param_dtype, out_std)
         self.dtype = dtype
-    def __call__(self, x):
-        x, w = _cast(x, jnp.concatenate([self.gate_proj.kernel[...], self.up_proj.kernel[...]], axis=1), self.dtype)
-        g, u = jnp.split(x @ w, 2, axis=-1)   # gate and up in one matmul
-        return self.down_proj(jax.nn.silu(g) * u)
+    def linears(self) -> tuple: return (self.gate_proj, self.up_proj, self.down_proj)
+    def weights(self) -> tuple:
+        "The kernels (gate, up, down), each `[in, out]`."
+        return tuple(m.kernel[...] for m in self.linears())
+    def __call__(self, x): return swiglu(x, *self.weights(), self.dtype)
 
 def _keys(key, n):
     return [None] * n if key is None else list(jax.random.split(key, n))
@@ -124,15 +142,19 @@ class Block(nnx.Module):
         self.rate = cfg.dropout
         self.attn_norm, self.attn = RMSNorm(cfg.d_model, cfg.norm_eps, param_dtype), Attention(cfg, rngs, dtype, param_dtype)
         self.ffn_norm, self.ffn = RMSNorm(cfg.d_model, cfg.norm_eps, param_dtype), SwiGLU(cfg, rngs, dtype, param_dtype)
-    def __call__(self, x, cos, sin, cache=None, pos=0, key=None):
+    def step(self, x, cos, sin, cache=None, pos=0, key=None):
+        "(new x, new cache or None, what the block reports: nothing here, the gate in the shiftable block)."
         k_att, k1, k2 = _keys(key, 3)
         h = self.attn(self.attn_norm(x), cos, sin, cache, pos, k_att)
         if cache is not None: h, cache = h
         x = x + dropout(h, self.rate, k1)
         x = x + dropout(self.ffn(self.ffn_norm(x)), self.rate, k2)
+        return x, cache, None
+    def __call__(self, x, cos, sin, cache=None, pos=0, key=None):
+        x, cache, _ = self.step(x, cos, sin, cache, pos, key)
         return (x, cache) if cache is not None else x
 
-# %% ../../nbs/20_jax_model.ipynb #77e0df4c
+# %% ../../nbs/20_jax_model.ipynb #31c992d6
 def token_nll(logits, targets):
     "Per-token negative log-likelihood in float32 (the target's logit is picked with a compare, not a gather: no scatter in the backward)."
     lf = logits.astype(jnp.float32)
@@ -159,10 +181,11 @@ class DecoderLM(nnx.Module):
         pd, dt = as_dtype(cfg.dtype), self.compute_dtype
         self.embed = nnx.Embed(cfg.vocab_size, cfg.d_model, dtype=dt, param_dtype=pd,
                                embedding_init=init_normal(0.02, ("vocab", "embed")), rngs=rngs)
-        self.blocks = nnx.List([Block(cfg, rngs, dt, pd) for _ in range(cfg.n_layers)])
+        self.blocks = nnx.List([self.make_block(cfg, rngs, dt, pd) for _ in range(cfg.n_layers)])
         self.norm = RMSNorm(cfg.d_model, cfg.norm_eps, pd)
         self.lm_head = None if cfg.tie_embeddings else _linear(cfg.d_model, cfg.vocab_size, ("embed", "vocab"), rngs, dt, pd)
 
+    def make_block(self, cfg, rngs, dtype, param_dtype): return Block(cfg, rngs, dtype, param_dtype)
     def head(self, h): return self.embed.attend(h) if self.lm_head is None else self.lm_head(h)
 
     def embed_tokens(self, idx):
@@ -180,8 +203,8 @@ class DecoderLM(nnx.Module):
         n = math.prod(s.mesh.shape[a] for a in jax.tree.leaves(s.spec[0]))
         return jax.lax.with_sharding_constraint(x, s) if x.shape[0] % n == 0 else x
 
-    def hidden(self, idx, cache=None, pos=0, key=None):
-        "Final normed hidden states [B, T, d] (and the new cache when one is given)."
+    def _hidden(self, idx, cache=None, pos=0, key=None):
+        "(final normed hidden states [B, T, d], the new cache or None, each block's report)."
         T = idx.shape[1]
         if T > self.cfg.max_seq_len or (isinstance(pos, int) and pos + T > self.cfg.max_seq_len):
             raise SmaError(f"sequence of {(pos if isinstance(pos, int) else 0) + T} tokens is longer than max_seq_len {self.cfg.max_seq_len}")
@@ -189,13 +212,18 @@ class DecoderLM(nnx.Module):
         cos, sin = jax.lax.dynamic_slice_in_dim(cos, pos, T), jax.lax.dynamic_slice_in_dim(sin, pos, T)
         keys = _keys(key, len(self.blocks) + 1)
         x = self.constrain(dropout(self.embed_tokens(idx), self.cfg.dropout, keys[-1]))
-        new = [] if cache is not None else None
+        new, reports = ([] if cache is not None else None), []
         for i, b in enumerate(self.blocks):
-            if cache is None and self.remat: x = nnx.remat(lambda b, x, k: b(x, cos, sin, key=k))(b, x, keys[i])
-            elif cache is None: x = b(x, cos, sin, key=keys[i])
-            else: x, c = b(x, cos, sin, cache[i], pos, keys[i]); new.append(c)
+            if cache is None and self.remat: x, c, r = nnx.remat(lambda b, x, k: b.step(x, cos, sin, key=k))(b, x, keys[i])
+            else: x, c, r = b.step(x, cos, sin, None if cache is None else cache[i], pos, keys[i])
+            if cache is not None: new.append(c)
+            reports.append(r)
             x = self.constrain(x)
-        x = self.norm(x)
+        return self.norm(x), new, reports
+
+    def hidden(self, idx, cache=None, pos=0, key=None):
+        "Final normed hidden states [B, T, d] (and the new cache when one is given)."
+        x, new, _ = self._hidden(idx, cache, pos, key)
         return (x, new) if cache is not None else x
 
     def __call__(self, idx, targets=None, cache=None, pos=0, key=None):
