@@ -7,7 +7,9 @@ CPU "baby GPT" recipe trained with the JAX trainer.
    a. default threads, wall clock (what a user gets);
    b. one thread each (torch.set_num_threads(1), XLA single-threaded), CPU time: the arithmetic
       efficiency of the two backends, insensitive to other processes on the machine (run in a subprocess,
-      because XLA's threading is fixed when jax is imported).
+      because XLA's threading is fixed when jax is imported); the same for the shiftable model with two
+      specialists (copy branches at the attention, soft routing, the shiftable loss, only branches and
+      gates trained), each backend's own trainer step.
 2. The same JAX step (batch 16) on 1 device and on a (2, 4) mesh of 8 simulated CPU devices
    (XLA_FLAGS=--xla_force_host_platform_device_count=8, in a subprocess), interleaved.
 3. The baby recipe with `sma_kit.jax.train.train_generalist`: tinyshakespeare, 2000 steps, lr 1e-3 -> 1e-4,
@@ -71,6 +73,42 @@ def torch_stepper(cfg, tc, stream):
     return run
 
 
+SPECIALISTS = ["math", "code"]
+
+
+def shift_steppers(cfg, tc, stream):
+    "JAX and PyTorch runners of n shiftable trainer steps: 2 copy specialists at the attention, soft routing, shift_loss, only branches + gates trained."
+    import jax, torch
+    from functools import partial
+    from flax import nnx
+    from sma_kit.config import expert_ids
+    from sma_kit.data import MixtureSampler
+    from sma_kit.torch.model import DecoderLM as TorchLM
+    from sma_kit.torch.shift import ShiftableLM as TorchShift, shift_loss, expert_targets
+    from sma_kit.torch.train import Trainer as TorchTrainer
+    from sma_kit.jax.model import load_state_dict
+    from sma_kit.jax.shift import ShiftableLM, shift_loss_fn
+    from sma_kit.jax.train import Trainer, make_mesh
+    doms = ["general", *SPECIALISTS]
+    sampler = lambda: MixtureSampler({d: stream[i * 100_000:(i + 1) * 100_000] for i, d in enumerate(doms)}, SEQ, seed=1)
+    torch.manual_seed(0)
+    tm = TorchShift.from_base_model(TorchLM(cfg), SPECIALISTS).train()
+    jm = load_state_dict(ShiftableLM(cfg, tm.sc, 0), {k: v.detach().numpy().copy() for k, v in tm.state_dict().items()})
+    tt = TorchTrainer(tm, None, sampler(), {}, tc, tempfile.mkdtemp(), "cpu", loss_fn=partial(shift_loss, targets=expert_targets(doms, tm.experts)), progress=False)
+    jt = Trainer(jm, None, sampler(), {}, tc, tempfile.mkdtemp(), make_mesh("1,1", jax.devices()[:1]), progress=False,
+                 loss_fn=shift_loss_fn(expert_ids(doms, jm.experts)), wrt=jm.trainable())
+    step, key = nnx.cached_partial(jt.step_fn, jt.model, jt.opt), jax.random.key(0)
+    def run_jax(n):
+        for i in range(n): loss, _ = step(*jt._batch(), jax.random.fold_in(key, i))
+        return float(loss)
+    tt._params = [p for g in tt.opt.param_groups for p in g["params"]]   # what fit() sets up before its first step
+    def run_torch(n):
+        tt._zero_loss()
+        for _ in range(n): tt.train_step()
+        return float(tt._loss_sum)
+    return run_jax, run_torch
+
+
 def interleave(runners: dict, rounds: int, block: int, clock=time.perf_counter, pause=0.2):
     "Seconds per block for each runner, alternating blocks (and which one goes first) round by round."
     for r in runners.values(): r(3)                         # compile / warm up
@@ -93,13 +131,33 @@ def summarise(times: dict, tokens_per_step: int, block: int, a: str, b: str) -> 
             "seconds_per_block": times}
 
 
+def matmul_floor(rounds, reps=200):
+    "One thread each, CPU time: the FFN's up-projection of a batch ([768, 128] x [128, 682], float32) alone, jitted XLA vs torch."
+    import jax, jax.numpy as jnp, numpy as np, torch
+    a, b = np.random.default_rng(0).standard_normal((BATCH * SEQ, 128), np.float32), np.random.default_rng(1).standard_normal((128, 682), np.float32)
+    ja, jb, ta, tb = jnp.asarray(a), jnp.asarray(b), torch.from_numpy(a), torch.from_numpy(b)
+    f = jax.jit(jnp.dot)
+    def run_jax(n):
+        for _ in range(n): r = f(ja, jb)
+        r.block_until_ready()
+    def run_torch(n):
+        for _ in range(n): torch.mm(ta, tb)
+    times = interleave({"jax": run_jax, "torch": run_torch}, rounds, reps, time.process_time, 0.0)
+    ms = {k: 1e3 * statistics.median(v) / reps for k, v in times.items()}
+    return {"ms_per_matmul_median": ms, "ratio_jax_over_torch_speed": ms["torch"] / ms["jax"]}
+
+
 def measure_single_thread(rounds, block):
     "Child process: one thread each, CPU time."
     import torch
     torch.set_num_threads(1)
     cfg, tc, stream = setup()
     times = interleave({"jax": jax_stepper(cfg, tc, stream), "torch": torch_stepper(cfg, tc, stream)}, rounds, block, time.process_time, 0.0)
-    print(json.dumps(summarise(times, BATCH * SEQ, block, "jax", "torch")))
+    out = summarise(times, BATCH * SEQ, block, "jax", "torch")
+    run_jax, run_torch = shift_steppers(cfg, tc, stream)
+    out["matmul_floor"] = matmul_floor(rounds)
+    out["shiftable"] = summarise(interleave({"jax": run_jax, "torch": run_torch}, rounds, block, time.process_time, 0.0), BATCH * SEQ, block, "jax", "torch")
+    print(json.dumps(out))
 
 
 def measure_devices(rounds, block):
@@ -142,10 +200,16 @@ def main():
                         BATCH * SEQ, args.block, "jax", "torch")
     print(f"default threads, wall clock: JAX/PyTorch tokens/s = {default['ratio_jax_over_torch']:.2f} "
           f"({default['tokens_per_s_median']['jax']:.0f} vs {default['tokens_per_s_median']['torch']:.0f})", flush=True)
-    single = child("--single_thread_child", {"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
+    single = child("--single_thread_child", {"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false",
                                              "OMP_NUM_THREADS": "1"}, args.rounds, args.block)
     print(f"one thread each, CPU time: JAX/PyTorch tokens/s = {single['ratio_jax_over_torch']:.2f} "
           f"({single['ms_per_step_median']['jax']:.1f} vs {single['ms_per_step_median']['torch']:.1f} ms/step)", flush=True)
+    mm = single["matmul_floor"]
+    print(f"one [768,128]x[128,682] matmul, one thread each: XLA {mm['ms_per_matmul_median']['jax']:.3f} ms vs torch "
+          f"{mm['ms_per_matmul_median']['torch']:.3f} ms ({mm['ratio_jax_over_torch_speed']:.2f}x torch's speed)", flush=True)
+    sh = single["shiftable"]
+    print(f"shiftable model (2 specialists), one thread each, CPU time: JAX/PyTorch tokens/s = {sh['ratio_jax_over_torch']:.2f} "
+          f"({sh['ms_per_step_median']['jax']:.1f} vs {sh['ms_per_step_median']['torch']:.1f} ms/step)", flush=True)
     devices = child("--devices_child", {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}, max(4, args.rounds // 2), args.block)
     print(f"8 simulated devices (2x4 mesh) vs 1: step time x{devices['step_time_overhead_8_devices']:.2f}", flush=True)
     timing_s = time.time() - t0

@@ -16,7 +16,7 @@ __all__ = ['DTYPES', 'as_dtype', 'init_normal', 'RMSNorm', 'rope_tables', 'apply
            'swiglu', 'SwiGLU', 'Block', 'token_nll', 'cross_entropy', 'StaticConfig', 'DecoderLM', 'torch_name',
            'tensor_shapes', 'state_dict', 'load_state_dict', 'filter_logits', 'generate']
 
-# %% ../../nbs/20_jax_model.ipynb #a2dafbd9
+# %% ../../nbs/20_jax_model.ipynb #de1b0be4
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 def as_dtype(d):
@@ -39,11 +39,11 @@ class RMSNorm(nnx.Module):
         return y.astype(x.dtype) * self.weight[...].astype(x.dtype)
 
 def rope_tables(head_dim: int, max_len: int, theta: float = 10000.0):
-    "cos, sin tables [max_len, head_dim] (float32) for rotary embeddings."
-    inv = 1.0 / theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim)
-    ang = jnp.outer(jnp.arange(max_len, dtype=jnp.float32), inv)
-    ang = jnp.concatenate([ang, ang], axis=-1)
-    return jnp.cos(ang), jnp.sin(ang)
+    "cos, sin tables [max_len, head_dim] (float32) for rotary embeddings, computed on the host (constants in a compiled step)."
+    inv = 1.0 / theta ** (np.arange(0, head_dim, 2, dtype=np.float32) / np.float32(head_dim))
+    ang = np.outer(np.arange(max_len, dtype=np.float32), inv).astype(np.float32)
+    ang = np.concatenate([ang, ang], axis=-1)
+    return jnp.asarray(np.cos(ang)), jnp.asarray(np.sin(ang))
 
 def apply_rope(x, cos, sin):
     "Rotate x [B, T, H, D] by the tables sliced to its positions [T, D]."
@@ -52,7 +52,7 @@ def apply_rope(x, cos, sin):
     c, s = cos[None, :, None, :], sin[None, :, None, :]
     return (x * c + rot * s).astype(x.dtype)
 
-# %% ../../nbs/20_jax_model.ipynb #3204df25
+# %% ../../nbs/20_jax_model.ipynb #2198d3af
 def dropout(x, rate: float, key):
     "Inverted dropout; identity when `key` is None or `rate` is 0."
     if key is None or rate <= 0: return x
@@ -85,11 +85,14 @@ def attend(x, wq, wk, wv, wo, n_heads: int, n_kv: int, cos, sin, cache: dict | N
         v = jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), (0, pos, 0, 0))
         cache = {"k": k, "v": v}
         mask = jnp.arange(k.shape[1])[None, :] <= pos + jnp.arange(T)[:, None]
-    q = q.reshape(B, T, n_kv, G, hd)
-    att = jnp.einsum("btkgd,bskd->bkgts", q, k.astype(q.dtype), preferred_element_type=jnp.float32) / math.sqrt(hd)
-    att = jax.nn.softmax(jnp.where(mask, att, -jnp.inf), axis=-1)
+    # heads-major: the G query heads of a kv head side by side as [B, K, G*T, D], so both products are plain batched matmuls
+    q = q.reshape(B, T, n_kv, G, hd).transpose(0, 2, 3, 1, 4).reshape(B, n_kv, G * T, hd)
+    k, v = k.astype(q.dtype).transpose(0, 2, 1, 3), v.astype(q.dtype).transpose(0, 2, 1, 3)
+    att = jnp.einsum("bkqd,bksd->bkqs", q, k, preferred_element_type=jnp.float32) / math.sqrt(hd)
+    att = jax.nn.softmax(jnp.where(jnp.tile(mask, (G, 1)), att, -jnp.inf), axis=-1)
     att = dropout(att, rate, key)
-    y = jnp.einsum("bkgts,bskd->btkgd", att.astype(q.dtype), v.astype(q.dtype)).reshape(B, T, n_heads * hd)
+    y = jnp.einsum("bkqs,bksd->bkqd", att.astype(q.dtype), v)
+    y = y.reshape(B, n_kv, G, T, hd).transpose(0, 3, 1, 2, 4).reshape(B, T, n_heads * hd)
     y, wo = _cast(y, wo, dtype)
     y = y @ wo
     return (y, cache) if cache is not None else y
