@@ -155,7 +155,7 @@ class ExecResult:
     @property
     def passed(self): return self.status == "passed"
 
-# %% ../nbs/33_code_eval.ipynb #047c7af4
+# %% ../nbs/33_code_eval.ipynb #1164acbe
 SANDBOX_UID_BASE = 2_000_000_000   # unprivileged uids for sandboxes when the kit runs as root
 _UID_BLOCK = SANDBOX_UID_BASE + secrets.randbelow(1 << 20) * 64   # a block of 64 per process
 _UIDS_IN_USE: set = set()
@@ -226,13 +226,18 @@ def _hidden_binds():
         args += ["--ro-bind", prefix, prefix]
     return args
 
+def _under_tmp(paths=None) -> list[str]:
+    "The interpreter's directories that live under /tmp (the sandbox mounts its own /tmp over them, so they are bound back)."
+    paths = paths if paths is not None else [sys.prefix, sys.base_prefix, os.path.dirname(sys.executable)]
+    return [p for p in dict.fromkeys(os.path.realpath(p) for p in paths) if p.startswith("/tmp/")]
+
 def _drops(mode):
     "Whether the harness should switch to an unprivileged uid in this mode."
     if os.geteuid() != 0: return False
     if mode == "bwrap": return True
     return _world_accessible(sys.executable) and _world_accessible(os.path.join(sys.base_prefix, "lib"))
 
-# %% ../nbs/33_code_eval.ipynb #2502eaef
+# %% ../nbs/33_code_eval.ipynb #33faadbe
 def _env(home):
     return {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": home, "TMPDIR": home, "LANG": "C.UTF-8",
             "LC_ALL": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONIOENCODING": "utf-8", "PYTHONHASHSEED": "0"}
@@ -275,6 +280,7 @@ def _sandbox_cmd(mode, tmp, work, drop, tmp_mb):
             a += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"] if drop else []
             a += _hidden_binds() if drop else []
         else: a += ["--unshare-user", "--disable-userns"]
+        for p in _under_tmp(): a += ["--ro-bind", p, p]
         a += ["--ro-bind", tmp, tmp, "--perms", "0777", "--size", str(tmp_mb << 20), "--tmpfs", work, "--chdir", work]
         return a
     if mode == "unshare":

@@ -260,3 +260,19 @@ def test_shiftable_training_on_a_mesh_equals_one_device(tmp_path):
     assert len(l1) == 6 and np.abs(np.array(l1) - np.array(l8)).max() < 1e-4, (l1, l8)
     k = m.blocks[0].ffn_experts["math"].mod.up_proj.kernel[...]
     assert all(s.data.size * 4 == k.size for s in k.addressable_shards)
+
+
+def test_train_specialists_on_a_mesh(tmp_path):
+    "train_specialists builds the shiftable model in its shards on a (2, 4) mesh and trains it as on one device."
+    from sma_kit.jax.train import train_specialists
+    data = tmp_path / "data"; (data / "general").mkdir(parents=True); (data / "general" / "p.txt").write_text(TEXT)
+    (data / "math").mkdir(); (data / "math" / "q.txt").write_text("1 + 1 = 2, 2 + 3 = 5\n" * 100)
+    tc = TrainConfig(batch_size=8, seq_len=32, lr=3e-3, warmup_steps=2, max_steps=6, eval_every=3, log_every=1, seed=0)
+    train_generalist(data, tmp_path / "g", dict(d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=128), tc, tokenizer="byte",
+                     device="cpu", mesh="1,1", progress=False)
+    runs = {m: train_specialists(tmp_path / "g", tmp_path / f"s{m[0]}{m[2]}", data, tc=tc, shift=dict(expert_site="both"), device="cpu",
+                                 mesh=m, progress=False) for m in ("1,1", "2,4")}
+    assert abs(runs["1,1"]["best_val_loss"] - runs["2,4"]["best_val_loss"]) < 1e-4, runs
+    assert losses(tmp_path / "s11") != [] and np.abs(np.array(losses(tmp_path / "s11")) - np.array(losses(tmp_path / "s24"))).max() < 1e-4
+    a, b = state_dict(load_model(tmp_path / "s11")[0]), state_dict(load_model(tmp_path / "s24")[0])
+    assert max(np.abs(a[k] - b[k]).max() for k in a) < 1e-4

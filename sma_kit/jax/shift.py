@@ -121,7 +121,7 @@ class ShiftBlock(nnx.Module):
         else: f = self.ffn(h2)
         return x + dropout(f, self.rate, k2), new, probs
 
-# %% ../../nbs/22_jax_shift.ipynb #ef2eb38c
+# %% ../../nbs/22_jax_shift.ipynb #1f930fe5
 _BRANCH = re.compile(r"\.(attn|ffn)_experts\.[^.]+\.mod\.")
 
 class ShiftableLM(DecoderLM):
@@ -140,12 +140,16 @@ class ShiftableLM(DecoderLM):
     def from_base_model(cls, base: DecoderLM, specialists, seed: int = 0, **shift_kw) -> "ShiftableLM":
         "A shiftable model around the generalist `base` (its weights are copied; `base` is left as it is)."
         if isinstance(base, ShiftableLM): raise SmaError("the base model is already a shiftable model; give the generalist")
-        m = cls(base.cfg, ShiftConfig(list(specialists), **shift_kw), seed, base.compute_dtype, base.remat)
-        sd, bsd = state_dict(m), state_dict(base)
+        return cls(base.cfg, ShiftConfig(list(specialists), **shift_kw), seed, base.compute_dtype, base.remat).load_base(base)
+
+    def load_base(self, base: DecoderLM) -> "ShiftableLM":
+        "Copy the generalist `base` in as the base expert and into every copy branch (each parameter keeps its placement)."
+        if isinstance(base, ShiftableLM): raise SmaError("the base model is already a shiftable model; give the generalist")
+        sd, bsd = state_dict(self), state_dict(base)
         for k in sd:
             src = k if k in bsd else _BRANCH.sub(r".\1.", k)
             if src in bsd: sd[k] = bsd[src]
-        return load_state_dict(m, sd)
+        return load_state_dict(self, sd)
 
     def trainable(self):
         "The nnx filter of what trains: branches and gates (+ the embedding unless frozen)."

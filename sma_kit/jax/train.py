@@ -518,7 +518,7 @@ def complete(model_dir, prompt: str, max_new_tokens: int = 100, temperature: flo
     if tok.eot_id in out: out = out[: out.index(tok.eot_id)]
     return tok.decode(out)
 
-# %% ../../nbs/21_jax_train.ipynb #6f71eb26
+# %% ../../nbs/21_jax_train.ipynb #fb0c3611
 def train_specialists(generalist_dir, output_dir, data_dir=None, domain_dirs: dict | None = None, specialists: list | None = None,
                       tc: TrainConfig | None = None, shift: dict | None = None, weights: dict | None = None,
                       val_fraction: float = 0.1, device: str = "auto", resume: bool = False, overwrite: bool = False,
@@ -530,14 +530,15 @@ def train_specialists(generalist_dir, output_dir, data_dir=None, domain_dirs: di
     devices = pick_devices(device)
     mesh = mesh if isinstance(mesh, Mesh) else make_mesh(mesh, devices)
     check_batch(tc.batch_size, mesh)
-    base, tok = load_model(generalist_dir, compute_dtype=compute_dtype_for(tc.precision, devices[0].platform))
+    base, tok = load_model(generalist_dir, mesh, compute_dtype_for(tc.precision, devices[0].platform))
     if isinstance(base, ShiftableLM): raise SmaError(f"{generalist_dir}: is already a shiftable model; give the generalist's dir")
     if tc.seq_len > base.cfg.max_seq_len: raise SmaError(f"--seq_len {tc.seq_len} is longer than the generalist's max_seq_len {base.cfg.max_seq_len}")
     names, use = specialist_corpora(data_dir, domain_dirs, specialists)
     check_output_dir(output_dir, resume, overwrite, create=False)
     train, val = load_corpus_streams(use, tok, val_fraction, tc.seq_len)
     out = check_output_dir(output_dir, resume, overwrite)
-    model = ShiftableLM.from_base_model(base, names, seed=tc.seed, **(shift or {}))
+    sc = ShiftConfig(names, **(shift or {}))   # initialised directly in its shards (no device holds the whole model), then the base copied in
+    model = sharded_model(base.cfg, mesh, tc.seed, base.compute_dtype, cls=lambda c, r, d, rm: ShiftableLM(c, sc, r, d, rm)).load_base(base)
     sampler = MixtureSampler(train, tc.seq_len, weights or {d: 1.0 for d in train}, seed=tc.seed)
     trainer = Trainer(model, tok, sampler, val if val_fraction > 0 else {}, tc, out, mesh, loss_fn=shift_loss_fn(expert_ids(list(train), model.experts)),
                       wrt=model.trainable(), progress=progress, max_to_keep=max_to_keep)
