@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from ..config import ModelConfig, SmaError
 
 # %% auto #0
-__all__ = ['RMSNorm', 'rope_tables', 'apply_rope', 'attend', 'Attention', 'swiglu', 'SwiGLU', 'Block', 'DecoderLM',
+__all__ = ['SMALL', 'RMSNorm', 'rope_tables', 'apply_rope', 'attend', 'Attention', 'swiglu', 'SwiGLU', 'Block', 'DecoderLM',
            'filter_logits', 'generate']
 
 # %% ../../nbs/10_torch_model.ipynb #ca7effdd
@@ -51,16 +51,23 @@ def apply_rope(x, cos, sin):
     rot = torch.cat([-x2, x1], dim=-1)
     return (x * cos + rot * sin).type_as(x)
 
-# %% ../../nbs/10_torch_model.ipynb #cfe012bc
+# %% ../../nbs/10_torch_model.ipynb #d1b27c31
+SMALL = 16   # at most this many tokens: separate matmuls instead of concatenated weights
+
 def attend(x, wq, wk, wv, wo, n_heads: int, n_kv: int, cos, sin, cache: dict | None = None, pos: int = 0,
            dropout: float = 0.0, kv_only: bool = False):
     "Causal GQA self-attention of x [B, T, d] with the given projection weights (torch Linear layout [out, in])."
     B, T, _ = x.shape
     H, K, hd = n_heads, n_kv, wq.shape[0] // n_heads
-    # one matmul for q, k and v (the weights stay separate tensors in the checkpoint), one RoPE for q and k
-    qkv = F.linear(x, torch.cat([wq, wk, wv])).view(B, T, H + 2 * K, hd).transpose(1, 2)
-    qk, v = qkv.split([H + K, K], dim=1)
-    q, k = apply_rope(qk, cos, sin).split([H, K], dim=1)
+    # one matmul for q, k and v (the weights stay separate tensors in the checkpoint), one RoPE for q and k;
+    # a few tokens (decoding) skip the weight concatenation, which then costs more than the matmuls
+    ws = [wk, wv] if kv_only else [wq, wk, wv]
+    qkv = torch.cat([F.linear(x, w) for w in ws], -1) if B * T <= SMALL else F.linear(x, torch.cat(ws))
+    qkv = qkv.view(B, T, -1, hd).transpose(1, 2)
+    if kv_only: k, v = apply_rope(qkv[:, :K], cos, sin), qkv[:, K:]
+    else:
+        qk, v = qkv.split([H + K, K], dim=1)
+        q, k = apply_rope(qk, cos, sin).split([H, K], dim=1)
     mask, causal = None, True
     if cache is not None:
         cache["k"][:B, :, pos : pos + T] = k; cache["v"][:B, :, pos : pos + T] = v
@@ -90,10 +97,11 @@ class Attention(nn.Module):
         return attend(x, *self.weights(), self.n_heads, self.n_kv, cos, sin, cache, pos,
                       self.dropout if self.training else 0.0, kv_only)
 
-# %% ../../nbs/10_torch_model.ipynb #54b69585
+# %% ../../nbs/10_torch_model.ipynb #a09fbff8
 def swiglu(x, wg, wu, wd):
     "down(silu(gate(x)) * up(x)), gate and up as one matmul."
-    g, u = F.linear(x, torch.cat([wg, wu])).chunk(2, dim=-1)
+    small = x.shape[:-1].numel() <= SMALL
+    g, u = (F.linear(x, wg), F.linear(x, wu)) if small else F.linear(x, torch.cat([wg, wu])).chunk(2, dim=-1)
     return F.linear(F.silu(g) * u, wd)
 
 class SwiGLU(nn.Module):
