@@ -10,7 +10,7 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['PRESETS', 'NAME_RE', 'RESERVED', 'SmaError', 'ModelConfig', 'preset', 'param_count', 'flops_per_token', 'TrainConfig',
-           'lr_at', 'check_name', 'ShiftConfig', 'expert_ids']
+           'lr_at', 'check_name', 'ShiftConfig', 'expert_ids', 'apply_routing']
 
 # %% ../nbs/00_config.ipynb #b388e855
 class SmaError(ValueError):
@@ -150,7 +150,7 @@ def lr_at(step: int, tc: TrainConfig, total: int) -> float:
     frac = (step - tc.warmup_steps) / max(1, total - tc.warmup_steps)
     return tc.min_lr + 0.5 * (1 + math.cos(math.pi * frac)) * (tc.lr - tc.min_lr)
 
-# %% ../nbs/00_config.ipynb #9239fec9
+# %% ../nbs/00_config.ipynb #f808ffb8
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 RESERVED = ("general", "base")
 
@@ -193,3 +193,9 @@ class ShiftConfig:
 def expert_ids(domains: list[str], experts: list[str]) -> list[int]:
     "For each sampler domain, the index of its expert (general -> base), or -100 when it has none."
     return [0 if d == "general" else experts.index(d) if d in experts else -100 for d in domains]
+
+def apply_routing(model, routing: str | None = None, top_k: int | None = None, where="the model"):
+    "Set a shiftable model's inference routing (either backend); a generalist refuses it in one line naming `where`."
+    if not (routing or top_k): return model
+    if not hasattr(model, "set_routing"): raise SmaError(f"{where}: routing applies to a shiftable model, this is a generalist")
+    return model.set_routing(routing, top_k)

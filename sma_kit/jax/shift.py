@@ -121,7 +121,7 @@ class ShiftBlock(nnx.Module):
         else: f = self.ffn(h2)
         return x + dropout(f, self.rate, k2), new, probs
 
-# %% ../../nbs/22_jax_shift.ipynb #1f930fe5
+# %% ../../nbs/22_jax_shift.ipynb #1e6ca0fa
 _BRANCH = re.compile(r"\.(attn|ffn)_experts\.[^.]+\.mod\.")
 
 class ShiftableLM(DecoderLM):
@@ -139,7 +139,6 @@ class ShiftableLM(DecoderLM):
     @classmethod
     def from_base_model(cls, base: DecoderLM, specialists, seed: int = 0, **shift_kw) -> "ShiftableLM":
         "A shiftable model around the generalist `base` (its weights are copied; `base` is left as it is)."
-        if isinstance(base, ShiftableLM): raise SmaError("the base model is already a shiftable model; give the generalist")
         return cls(base.cfg, ShiftConfig(list(specialists), **shift_kw), seed, base.compute_dtype, base.remat).load_base(base)
 
     def load_base(self, base: DecoderLM) -> "ShiftableLM":

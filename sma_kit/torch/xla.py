@@ -185,7 +185,7 @@ def xla_eval_loss(model, val: np.ndarray, seq_len: int, batch_size: int = 32, me
     model.train(was)
     return float(tot) / (len(x) * seq_len)
 
-# %% ../../nbs/13_torch_xla.ipynb #e12243c9
+# %% ../../nbs/13_torch_xla.ipynb #e32501f3
 class XlaTrainer(Trainer):
     def __init__(self, model, tok, sampler: MixtureSampler, val: dict, tc: TrainConfig, out_dir, device="xla",
                  loss_fn=lm_loss, extra_json: dict | None = None, progress: bool = True, eval_batch_size: int | None = None,
@@ -260,14 +260,12 @@ class XlaTrainer(Trainer):
         return sum(self.step_compiles[1:])
 
     # -- evaluation and state ------------------------------------------------------------------------------
+    def _val_loss(self, name, v) -> float: return xla_eval_loss(self.model, v, self.tc.seq_len, self.eval_bs, self.mesh, name)
+
     def evaluate(self) -> dict[str, float]:
-        "Validation loss per domain and the token-weighted mean as 'val_loss' (one eval graph for all domains)."
-        out, tot, n, n0 = {}, 0.0, 0, compile_count()
-        for name, v in self.val.items():
-            out[name] = xla_eval_loss(self.model, v, self.tc.seq_len, self.eval_bs, self.mesh, name)
-            k = (len(v) - 1) // self.tc.seq_len * self.tc.seq_len
-            tot += out[name] * k; n += k
-        if n: out["val_loss"] = tot / n
+        "The loop's evaluation (one eval graph for all domains), counting the graphs it compiles."
+        n0 = compile_count()
+        out = super().evaluate()
         self.compiles["eval"] += compile_count() - n0
         return out
 
@@ -294,8 +292,8 @@ class XlaTrainer(Trainer):
         finally:
             for g, lr in zip(self.opt.param_groups, lrs): g["lr"] = lr
 
-    def load_state(self):
-        super().load_state()
+    def load_state(self, step: int | None = None):
+        super().load_state(step)
         if self.mesh is not None: self.specs = shard_model(self.model, self.mesh)
         self._init_opt_state()
 
@@ -310,7 +308,7 @@ class XlaTrainer(Trainer):
     def _result_extra(self) -> dict: return {"xla": self.xla_report()}
 
     def fit(self, resume: bool = False) -> dict:
-        "The eager trainer's loop (`Trainer.fit`) around this `train_step`: the loss is read back only at log and eval steps."
+        "The shared loop (`sma_kit.loop.TrainLoop.fit`) around this `train_step`: the loss is read back only at log and eval steps."
         self.step_compiles = []
         return super().fit(resume)
 
