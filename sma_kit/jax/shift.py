@@ -221,9 +221,9 @@ def shift_loss(model, x, y, dom, key=None, targets: tuple = ()):
     logits, probs, _ = model.forward(x, key=key)              # probs: [L, B, T, E]
     lm = cross_entropy(logits, y)
     L, B, T, E = probs.shape
-    P = probs.mean((1, 2))
+    mean_prob = probs.mean((1, 2))
     f = jax.nn.one_hot(jnp.argmax(probs, -1), E, dtype=jnp.float32).mean((1, 2))
-    lb = (E * (f * P).sum(-1)).mean()
+    lb = (E * (f * mean_prob).sum(-1)).mean()
     tgt = jnp.asarray(targets, jnp.int32)[dom]                 # [B]; -100 = no specialist
     nll = -(jnp.log(jnp.clip(probs, 1e-9)) * jax.nn.one_hot(jnp.clip(tgt, 0), E)[None, :, None]).sum(-1)   # [L, B, T]
     keep = jnp.broadcast_to((tgt >= 0)[None, :, None], nll.shape).astype(jnp.float32)
