@@ -13,8 +13,8 @@ from fastcore.script import Param
 
 # %% auto #0
 __all__ = ['PRESETS', 'NAME_RE', 'RESERVED', 'SmaError', 'ModelConfig', 'preset', 'param_count', 'flops_per_token', 'TrainConfig',
-           'lr_at', 'check_name', 'ShiftConfig', 'expert_ids', 'apply_routing', 'field_flags', 'config_flags',
-           'flag_values']
+           'lr_at', 'check_name', 'ShiftConfig', 'expert_ids', 'apply_routing', 'SampleConfig', 'field_flags',
+           'config_flags', 'flag_values']
 
 # %% ../nbs/00_config.ipynb #b388e855
 class SmaError(ValueError):
@@ -203,6 +203,17 @@ def apply_routing(model, routing: str | None = None, top_k: int | None = None, w
     if not (routing or top_k): return model
     if not hasattr(model, "set_routing"): raise SmaError(f"{where}: routing applies to a shiftable model, this is a generalist")
     return model.set_routing(routing, top_k)
+
+# %% ../nbs/00_config.ipynb #d2e0b1a1
+@dataclass
+class SampleConfig:
+    "How text is sampled from a model."
+    max_new_tokens: int = 100        # tokens to generate at most
+    temperature: float = 0.8         # 0 = greedy
+    top_k: int | None = 50           # sample from the k most likely tokens (None or 0: all)
+    top_p: float | None = None       # nucleus sampling mass (None: off)
+    seed: int | None = None          # seed for reproducible samples (None: a fresh sample each time)
+
 
 # %% ../nbs/00_config.ipynb #c1f1a9e1
 class _FieldFlag(Param):
