@@ -6,6 +6,7 @@
 from __future__ import annotations
 import base64, html, io, json, math, threading, time, traceback
 from pathlib import Path
+from fastcore.basics import patch
 from .config import SmaError
 from .manager import SpecialistManager
 from .chat import Conversation, model_lock, one_line
@@ -175,65 +176,72 @@ class ChatWidget:
                       '<div class="sma-thinking" style="color:#888"><i>thinking…</i></div>']
         self.log.value = "".join(turns) or '<span style="color:#888">no messages yet</span>'
 
-    def submit(self) -> threading.Thread | None:
-        "Send the prompt box (what Enter and Send do); returns the generation thread, or None with a message."
-        if self.busy: self._say("still thinking about the last prompt; wait for its reply", "error"); return None
-        prompt = self.prompt.value
-        if not prompt.strip(): self._say("empty prompt: type some text first", "error"); return None
-        why = self.not_ready()
-        if why: self._say(why, "error"); return None
-        kw = dict(max_new_tokens=int(self.max_tokens.value), temperature=float(self.temperature.value),
-                  top_k=int(self.top_k.value) or None, seed=self.seed)
-        self.busy, self._pending, self.error = True, prompt, None
-        self.prompt.value = ""; self.send.disabled = self.clear.disabled = True; self.send.description = "Thinking…"
-        self._say("thinking…", "busy"); self._render()
-        self._thread = threading.Thread(target=self._work, args=(prompt, kw), daemon=True, name="sma-chat")
-        self._thread.start()
-        return self._thread
-
-    def ask(self, prompt: str) -> threading.Thread | None:
-        "Type `prompt` and send it."
-        self.prompt.value = prompt; return self.submit()
-
-    def _work(self, prompt, kw):
-        try:
-            res = self.conv.reply(prompt, **kw)
-            gate = res["gate"]
-            toks = gate["tokens"] if gate else [(res["completion"], "base")]
-            self._shown += [("user", f"<b>you:</b> {html.escape(prompt)}"), ("model", "<b>model:</b> " + tinted_html(toks, self.colors))]
-            if gate: self.legend.value = legend_html(gate["experts"], self.colors)
-            if self.conv.window: self.max_tokens.max = self.conv.window - 1
-            self.last = res
-            msg = f"{res['n_tokens']} token{'s' if res['n_tokens'] != 1 else ''}"
-            if gate: msg += " · mean gate " + ", ".join(f"{e} {m:.0%}" for e, m in zip(gate["experts"], gate["mean"]))
-            self._say(msg + (f" · {res['notice']}" if res["notice"] else ""), "ok")
-        except Exception as e:
-            self.error = one_line(e); self._say(self.error, "error")
-            if not self.prompt.value: self.prompt.value = prompt   # give the prompt back to edit
-            res = None
-        finally:
-            self._pending, self.busy = None, False
-            self.send.disabled = self.clear.disabled = False; self.send.description = "Send"
-            self._render()
-        if res is not None and self.viz is not None: self.viz.update(res["context"] + res["completion"])
-
-    def wait(self, timeout: float | None = 120) -> dict | None:
-        "Wait for the running generation; the last result (see `.error` for a failure)."
-        t = self._thread
-        if t is not None:
-            t.join(timeout)
-            if t.is_alive(): raise TimeoutError(f"no reply after {timeout} s")
-        return self.last
-
-    def reset(self):
-        "Forget the history."
-        if self.busy: self._say("still thinking; clear the history when the reply is in", "error"); return
-        self.conv.history.clear(); self._shown.clear(); self._render(); self._say("history cleared")
-
     def _repr_mimebundle_(self, include=None, exclude=None, **kw):
         return self.widget._repr_mimebundle_(include=include, exclude=exclude, **kw)
 
-# %% ../nbs/42_widgets.ipynb #ea5173a2
+# %% ../nbs/42_widgets.ipynb #9026ed44
+@patch
+def submit(self: ChatWidget) -> threading.Thread | None:
+    "Send the prompt box (what Enter and Send do); returns the generation thread, or None with a message."
+    if self.busy: self._say("still thinking about the last prompt; wait for its reply", "error"); return None
+    prompt = self.prompt.value
+    if not prompt.strip(): self._say("empty prompt: type some text first", "error"); return None
+    why = self.not_ready()
+    if why: self._say(why, "error"); return None
+    kw = dict(max_new_tokens=int(self.max_tokens.value), temperature=float(self.temperature.value),
+              top_k=int(self.top_k.value) or None, seed=self.seed)
+    self.busy, self._pending, self.error = True, prompt, None
+    self.prompt.value = ""; self.send.disabled = self.clear.disabled = True; self.send.description = "Thinking…"
+    self._say("thinking…", "busy"); self._render()
+    self._thread = threading.Thread(target=self._work, args=(prompt, kw), daemon=True, name="sma-chat")
+    self._thread.start()
+    return self._thread
+
+@patch
+def ask(self: ChatWidget, prompt: str) -> threading.Thread | None:
+    "Type `prompt` and send it."
+    self.prompt.value = prompt; return self.submit()
+
+@patch
+def _work(self: ChatWidget, prompt, kw):
+    try:
+        res = self.conv.reply(prompt, **kw)
+        gate = res["gate"]
+        toks = gate["tokens"] if gate else [(res["completion"], "base")]
+        self._shown += [("user", f"<b>you:</b> {html.escape(prompt)}"), ("model", "<b>model:</b> " + tinted_html(toks, self.colors))]
+        if gate: self.legend.value = legend_html(gate["experts"], self.colors)
+        if self.conv.window: self.max_tokens.max = self.conv.window - 1
+        self.last = res
+        msg = f"{res['n_tokens']} token{'s' if res['n_tokens'] != 1 else ''}"
+        if gate: msg += " · mean gate " + ", ".join(f"{e} {m:.0%}" for e, m in zip(gate["experts"], gate["mean"]))
+        self._say(msg + (f" · {res['notice']}" if res["notice"] else ""), "ok")
+    except Exception as e:
+        self.error = one_line(e); self._say(self.error, "error")
+        if not self.prompt.value: self.prompt.value = prompt   # give the prompt back to edit
+        res = None
+    finally:
+        self._pending, self.busy = None, False
+        self.send.disabled = self.clear.disabled = False; self.send.description = "Send"
+        self._render()
+    if res is not None and self.viz is not None: self.viz.update(res["context"] + res["completion"])
+
+@patch
+def wait(self: ChatWidget, timeout: float | None = 120) -> dict | None:
+    "Wait for the running generation; the last result (see `.error` for a failure)."
+    t = self._thread
+    if t is not None:
+        t.join(timeout)
+        if t.is_alive(): raise TimeoutError(f"no reply after {timeout} s")
+    return self.last
+
+# %% ../nbs/42_widgets.ipynb #913c90d8
+@patch
+def reset(self: ChatWidget):
+    "Forget the history."
+    if self.busy: self._say("still thinking; clear the history when the reply is in", "error"); return
+    self.conv.history.clear(); self._shown.clear(); self._render(); self._say("history cleared")
+
+# %% ../nbs/42_widgets.ipynb #42904b51
 class SpecialistPanel:
     "Specialists with delete buttons, an add form, progress while training in the background, errors as messages."
     def __init__(self, manager, steps: int | None = None):
@@ -278,109 +286,123 @@ class SpecialistPanel:
         if st["data_error"]: notes.append(st["data_error"])
         self.pending.value = f'<span style="color:#555">{html.escape("; ".join(notes))}</span>' if notes else ""
 
-    def _refuse(self) -> bool:
-        if self.busy: self._say(f"busy {self.task}; try again when it has finished", "error")
-        return self.busy
-
-    def check_new(self, name: str) -> str:
-        "`name` if a specialist can be added under it, else an `SmaError` saying why."
-        if not name: raise SmaError("type the name of the new specialist first")
-        return self.manager.check_new(name)
-
-    def add_specialist(self, name: str | None = None, steps: int | None = None) -> threading.Thread | None:
-        "Check `name` (default: the name box) and train it in the background; returns the thread or None with a message."
-        if self._refuse(): return None
-        name = (self.name.value if name is None else name).strip()
-        try: self.check_new(name)
-        except SmaError as e: self._say(one_line(e), "error"); return None
-        steps = steps or self.steps
-        total = steps or max(1, math.ceil(self.manager.settings.specialist_steps / (len(self.manager.list_specialists()) + 1)))
-        def done(r):
-            self.name.value = ""
-            return f"added {name!r} ({r['steps']} steps, {r['wall_s']:.0f} s, initialised from {r['init_from']})"
-        return self._start(f"training {name!r}", lambda: self.manager.add_specialist(name, steps), done, lambda p: total)
-
-    def delete(self, name: str) -> threading.Thread | None:
-        "Delete specialist `name` in the background; returns the thread or None with a message."
-        if self._refuse(): return None
-        specs = self.manager.list_specialists()
-        if name not in specs:
-            self.refresh(); self._say(f"{name!r} is not a specialist (any more); nothing deleted", "error"); return None
-        if len(specs) == 1: self._say(f"cannot delete {name!r}: it is the last specialist", "error"); return None
-        return self._start(f"deleting {name!r}", lambda: self.manager.delete_specialist(name),
-                           lambda r: f"deleted {name!r}" + (f"; its data is in {r['trash']}" if r["trash"] else ""))
-
-    def initialize(self) -> threading.Thread | None:
-        "Train whatever the project is missing (generalist, shiftable model) in the background."
-        if self._refuse(): return None
-        s = self.manager.settings
-        return self._start("initialising the project (generalist, then specialists)", self.manager.ensure_initialized,
-                           lambda r: "the project is ready: " + ", ".join(r["specialists"]),
-                           lambda p: s.specialist_steps if p is not None and "general" not in p.parent.name else s.generalist_steps)
-
-    def _start(self, task, fn, done, total=None):
-        self.busy, self.task, self.error = True, task, None
-        self.add.disabled = True
-        for b in self.delete_buttons.values(): b.disabled = True
-        self.progress.value, self.progress.max, self.progress.bar_style = 0, total(None) if total else 1, "info"
-        self.progress.layout.visibility = "visible" if total else "hidden"
-        self._say(task + " …", "busy")
-        self._thread = threading.Thread(target=self._run, args=(task, fn, done, total), daemon=True, name="sma-panel")
-        self._thread.start()
-        return self._thread
-
-    def _run(self, task, fn, done, total):
-        stop, t0 = threading.Event(), time.time()
-        watcher = threading.Thread(target=self._watch, args=(stop, task, total, t0), daemon=True) if total else None
-        if watcher: watcher.start()
-        ok = False
-        try:
-            r = fn(); ok = True
-        except Exception as e:
-            self.error, self.traceback = one_line(e), traceback.format_exc()
-            self.progress.bar_style = "danger"
-        finally:
-            stop.set()
-            if watcher: watcher.join(5)
-            self.busy, self.task = False, None
-            self.add.disabled = False
-            self.refresh()
-        if ok:
-            self.last = r; self.progress.value = self.progress.max; self.progress.bar_style = "success"
-            self._say(done(r), "ok")
-            for f in self.on_change:
-                try: f(r)
-                except Exception as e: self._say(f"{done(r)} (but a listener failed: {one_line(e)})", "error")
-        else: self._say(f"{task} failed: {self.error}", "error")
-
-    def _watch(self, stop, task, total, t0):
-        "Follow the training steps in the newest metrics file written since `t0`."
-        out = self.manager.outputs
-        while not stop.wait(0.3):
-            try:
-                files = [p for p in [*out.glob(".*.tmp/metrics.jsonl"), *out.glob(".*.build/metrics.jsonl"), *out.glob("*/metrics.jsonl")] if p.stat().st_mtime >= t0]
-                if not files: continue
-                p = max(files, key=lambda p: p.stat().st_mtime)
-                lines = [l for l in p.read_text().splitlines() if l.strip().endswith("}")]
-                if not lines: continue
-                rec, n = json.loads(lines[-1]), total(p)
-                if stop.is_set(): break
-                self.progress.max = n; self.progress.value = min(rec["step"], n)
-                self._say(f"{task}: step {rec['step']}/{n}, loss {rec['train_loss']:.3f}", "busy")
-            except (OSError, ValueError, KeyError): continue
-
-    def wait(self, timeout: float | None = 300):
-        "Wait for the running task; its result (None if it failed: see `.error`)."
-        t = self._thread
-        if t is not None:
-            t.join(timeout)
-            if t.is_alive(): raise TimeoutError(f"{self.task} still running after {timeout} s")
-        return None if self.error else self.last
-
     def _repr_mimebundle_(self, include=None, exclude=None, **kw):
         return self.widget._repr_mimebundle_(include=include, exclude=exclude, **kw)
 
-# %% ../nbs/42_widgets.ipynb #262a2ee3
+# %% ../nbs/42_widgets.ipynb #c45778e5
+@patch
+def check_new(self: SpecialistPanel, name: str) -> str:
+    "`name` if a specialist can be added under it, else an `SmaError` saying why."
+    if not name: raise SmaError("type the name of the new specialist first")
+    return self.manager.check_new(name)
+
+# %% ../nbs/42_widgets.ipynb #3f3023d1
+@patch
+def _refuse(self: SpecialistPanel) -> bool:
+    if self.busy: self._say(f"busy {self.task}; try again when it has finished", "error")
+    return self.busy
+
+@patch
+def _start(self: SpecialistPanel, task, fn, done, total=None):
+    self.busy, self.task, self.error = True, task, None
+    self.add.disabled = True
+    for b in self.delete_buttons.values(): b.disabled = True
+    self.progress.value, self.progress.max, self.progress.bar_style = 0, total(None) if total else 1, "info"
+    self.progress.layout.visibility = "visible" if total else "hidden"
+    self._say(task + " …", "busy")
+    self._thread = threading.Thread(target=self._run, args=(task, fn, done, total), daemon=True, name="sma-panel")
+    self._thread.start()
+    return self._thread
+
+@patch
+def _run(self: SpecialistPanel, task, fn, done, total):
+    stop, t0 = threading.Event(), time.time()
+    watcher = threading.Thread(target=self._watch, args=(stop, task, total, t0), daemon=True) if total else None
+    if watcher: watcher.start()
+    ok = False
+    try:
+        r = fn(); ok = True
+    except Exception as e:
+        self.error, self.traceback = one_line(e), traceback.format_exc()
+        self.progress.bar_style = "danger"
+    finally:
+        stop.set()
+        if watcher: watcher.join(5)
+        self.busy, self.task = False, None
+        self.add.disabled = False
+        self.refresh()
+    if ok:
+        self.last = r; self.progress.value = self.progress.max; self.progress.bar_style = "success"
+        self._say(done(r), "ok")
+        for f in self.on_change:
+            try: f(r)
+            except Exception as e: self._say(f"{done(r)} (but a listener failed: {one_line(e)})", "error")
+    else: self._say(f"{task} failed: {self.error}", "error")
+
+@patch
+def _watch(self: SpecialistPanel, stop, task, total, t0):
+    "Follow the training steps in the newest metrics file written since `t0`."
+    out = self.manager.outputs
+    while not stop.wait(0.3):
+        try:
+            files = [p for p in [*out.glob(".*.tmp/metrics.jsonl"), *out.glob(".*.build/metrics.jsonl"), *out.glob("*/metrics.jsonl")] if p.stat().st_mtime >= t0]
+            if not files: continue
+            p = max(files, key=lambda p: p.stat().st_mtime)
+            lines = [l for l in p.read_text().splitlines() if l.strip().endswith("}")]
+            if not lines: continue
+            rec, n = json.loads(lines[-1]), total(p)
+            if stop.is_set(): break
+            self.progress.max = n; self.progress.value = min(rec["step"], n)
+            self._say(f"{task}: step {rec['step']}/{n}, loss {rec['train_loss']:.3f}", "busy")
+        except (OSError, ValueError, KeyError): continue
+
+@patch
+def wait(self: SpecialistPanel, timeout: float | None = 300):
+    "Wait for the running task; its result (None if it failed: see `.error`)."
+    t = self._thread
+    if t is not None:
+        t.join(timeout)
+        if t.is_alive(): raise TimeoutError(f"{self.task} still running after {timeout} s")
+    return None if self.error else self.last
+
+# %% ../nbs/42_widgets.ipynb #8177fc43
+@patch
+def add_specialist(self: SpecialistPanel, name: str | None = None, steps: int | None = None) -> threading.Thread | None:
+    "Check `name` (default: the name box) and train it in the background; returns the thread or None with a message."
+    if self._refuse(): return None
+    name = (self.name.value if name is None else name).strip()
+    try: self.check_new(name)
+    except SmaError as e: self._say(one_line(e), "error"); return None
+    steps = steps or self.steps
+    total = steps or max(1, math.ceil(self.manager.settings.specialist_steps / (len(self.manager.list_specialists()) + 1)))
+    def done(r):
+        self.name.value = ""
+        return f"added {name!r} ({r['steps']} steps, {r['wall_s']:.0f} s, initialised from {r['init_from']})"
+    return self._start(f"training {name!r}", lambda: self.manager.add_specialist(name, steps), done, lambda p: total)
+
+# %% ../nbs/42_widgets.ipynb #b05cd063
+@patch
+def delete(self: SpecialistPanel, name: str) -> threading.Thread | None:
+    "Delete specialist `name` in the background; returns the thread or None with a message."
+    if self._refuse(): return None
+    specs = self.manager.list_specialists()
+    if name not in specs:
+        self.refresh(); self._say(f"{name!r} is not a specialist (any more); nothing deleted", "error"); return None
+    if len(specs) == 1: self._say(f"cannot delete {name!r}: it is the last specialist", "error"); return None
+    return self._start(f"deleting {name!r}", lambda: self.manager.delete_specialist(name),
+                       lambda r: f"deleted {name!r}" + (f"; its data is in {r['trash']}" if r["trash"] else ""))
+
+# %% ../nbs/42_widgets.ipynb #e6f511b2
+@patch
+def initialize(self: SpecialistPanel) -> threading.Thread | None:
+    "Train whatever the project is missing (generalist, shiftable model) in the background."
+    if self._refuse(): return None
+    s = self.manager.settings
+    return self._start("initialising the project (generalist, then specialists)", self.manager.ensure_initialized,
+                       lambda r: "the project is ready: " + ", ".join(r["specialists"]),
+                       lambda p: s.specialist_steps if p is not None and "general" not in p.parent.name else s.generalist_steps)
+
+# %% ../nbs/42_widgets.ipynb #dc2711e7
 class ChatApp:
     "Chat + gate heatmap (left) and specialists (right) over one `SpecialistManager`."
     def __init__(self, manager, **chat_kw):
