@@ -11,32 +11,12 @@ from fastcore.basics import patch
 from .config import SmaError, ModelConfig, TrainConfig, ShiftConfig, check_name
 from .checkpoint import atomic_write, atomic_dir, resolve_dir, read_shift_config, CONFIG, WEIGHTS, SPECIALISTS, TRAIN_STATE
 from .data import discover_domains, domain_files, CorpusError, MixtureSampler, load_corpus_streams
+from .backend import load_backend
 
 # %% auto #0
-__all__ = ['PER_RUN', 'ProjectSettings', 'load_backend', 'Interrupted', 'SpecialistManager']
+__all__ = ['PER_RUN', 'ProjectSettings', 'Interrupted', 'SpecialistManager']
 
-# %% ../nbs/40_manager.ipynb #24e6ab35
-def load_backend(name: str = "torch"):
-    "The PyTorch operations of the backend contract that the manager uses (stand-in for `sma_kit.backend.load_backend`)."
-    from types import SimpleNamespace
-    import torch
-    from sma_kit.torch import train as T, shift as S
-    from sma_kit.torch.model import generate
-    if name != "torch": raise SmaError(f"backend {name!r}: the manager trains on torch")
-    def load_model(model_dir, device="auto", routing=None, route_k=None): return T.load_model(model_dir, "cpu" if device == "auto" else device)
-    def complete(model, tok, prompts, max_new_tokens=100, temperature=0.8, top_k=50, top_p=None, stop=None, seed=None, batch_size=16):
-        out = []
-        for p in [prompts] if isinstance(prompts, str) else prompts:
-            ids = tok.encode(p) or [tok.eot_id]
-            new = generate(model, torch.tensor([ids]), max_new_tokens, temperature, top_k, top_p, [tok.eot_id], seed)[0].tolist()
-            done = tok.eot_id in new
-            new = new[: new.index(tok.eot_id)] if done else new
-            out.append(SimpleNamespace(prompt=p, text=tok.decode(new), ids=new, finish_reason="stop" if done else "length", prompt_tokens=len(ids)))
-        return out
-    return SimpleNamespace(train_generalist=T.train_generalist, train_specialists=T.train_specialists, load_model=load_model,
-                           save_model=T.save_model, routing_report=S.routing_report, gate_weights=S.gate_weights, complete=complete)
-
-# %% ../nbs/40_manager.ipynb #d3847bf0
+# %% ../nbs/40_manager.ipynb #38ea3238
 PER_RUN = ("max_steps", "epochs", "stop_after")   # TrainConfig fields the manager sets for each run
 
 class _SettingsMethods:
@@ -75,7 +55,7 @@ ProjectSettings = dataclasses.make_dataclass("ProjectSettings", [
     bases=(_SettingsMethods,))
 ProjectSettings.__module__ = __name__
 
-# %% ../nbs/40_manager.ipynb #1c67a187
+# %% ../nbs/40_manager.ipynb #25db9da7
 class Interrupted(KeyboardInterrupt):
     "A Ctrl-C stopped a change to the project; the message says what was kept."
 
@@ -84,7 +64,7 @@ def _completed(res: dict, what: str, kept: str) -> dict:
     if res.get("interrupted"): raise Interrupted(f"{what} stopped at step {res['step']} of {res['total_steps']}; {kept}")
     return res
 
-# %% ../nbs/40_manager.ipynb #fde8ca4f
+# %% ../nbs/40_manager.ipynb #0c73c237
 class SpecialistManager:
     "Self-initialising lifecycle of a shiftable model over `project_dir/data`."
     def __init__(self, project_dir, settings: ProjectSettings | None = None, progress: bool = True, log=print, backend: str = "torch"):
@@ -112,7 +92,7 @@ class SpecialistManager:
             try: yield
             finally: fcntl.flock(f, fcntl.LOCK_UN)
 
-# %% ../nbs/40_manager.ipynb #0ce92de7
+# %% ../nbs/40_manager.ipynb #8bc449e5
 def _ident(p: Path):
     try: st = os.stat(p); return (st.st_ino, st.st_mtime_ns)
     except FileNotFoundError: return None
@@ -136,7 +116,7 @@ def _read(self: SpecialistManager, fn, tries: int = 40):
         time.sleep(min(0.005 * 2 ** i, 0.2))
     raise SmaError(f"{self.p}: the model kept changing while being read; try again")
 
-# %% ../nbs/40_manager.ipynb #508b28b3
+# %% ../nbs/40_manager.ipynb #b05212dc
 @patch
 def _model_dir(self: SpecialistManager) -> Path | None:
     "The shiftable model's folder, else the generalist's, else None."
@@ -174,7 +154,7 @@ def get_status(self: SpecialistManager) -> dict:
                 "trash": sorted(p.name for p in trash.glob("*")) if trash.is_dir() else []}
     return self._read(read)
 
-# %% ../nbs/40_manager.ipynb #c6d86692
+# %% ../nbs/40_manager.ipynb #3ab53014
 @patch
 def fixed(self: SpecialistManager) -> dict:
     "{'model': ModelConfig fields, 'seq_len', 'shift': ShiftConfig fields} of the current model ({} before one exists)."
@@ -187,7 +167,7 @@ def fixed(self: SpecialistManager) -> dict:
         return out
     return self._read(read)
 
-# %% ../nbs/40_manager.ipynb #8ef6852a
+# %% ../nbs/40_manager.ipynb #cdeada2a
 @patch
 def _stages(self: SpecialistManager, retrain: bool) -> list:
     "The stages a retrain still has to do (written down so an interrupted retrain continues)."
@@ -263,7 +243,7 @@ def ensure_initialized(self: SpecialistManager, retrain: bool = False) -> dict:
         self._model_key = None
         return self.get_status()
 
-# %% ../nbs/40_manager.ipynb #baf7782f
+# %% ../nbs/40_manager.ipynb #ffecf544
 @patch
 def model(self: SpecialistManager):
     "(model, tokenizer) of the current checkpoint, reloaded when it changes on disk."
@@ -275,7 +255,7 @@ def model(self: SpecialistManager):
         return self._model
     return self._read(load)
 
-# %% ../nbs/40_manager.ipynb #79174525
+# %% ../nbs/40_manager.ipynb #694f8edc
 def _keep_metrics(old: Path, new: Path):
     "Carry the metrics of earlier runs over into a new model dir."
     for f in sorted(old.glob("metrics*.jsonl")) if old.is_dir() else []:
@@ -333,7 +313,7 @@ def add_specialist(self: SpecialistManager, name: str, steps: int | None = None)
     return {"name": name, "init_from": init or "base", "mean_gate_before": dict(zip(model.experts, drawn)), "steps": steps,
             "best_val_loss": res["best_val_loss"], "wall_s": time.perf_counter() - t0, "specialists": model.specialists}
 
-# %% ../nbs/40_manager.ipynb #eb565d8b
+# %% ../nbs/40_manager.ipynb #423db42d
 def _trash_path(trash_dir: Path, name: str) -> Path:
     "A fresh `trash_dir/<name>-<UTC>` (with `~N` when that exists already)."
     p = trash_dir / f"{name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
@@ -363,7 +343,7 @@ def delete_specialist(self: SpecialistManager, name: str) -> dict:
     self.log(f"deleted specialist {name!r}" + (f"; its corpus is in {trash}" if trash else ""))
     return {"name": name, "specialists": model.specialists, "trash": str(trash) if trash else None, "wall_s": time.perf_counter() - t0}
 
-# %% ../nbs/40_manager.ipynb #f9cee807
+# %% ../nbs/40_manager.ipynb #c3cfae70
 @patch
 def generate(self: SpecialistManager, prompt: str, max_new_tokens: int = 64, temperature: float = 0.8, top_k: int | None = 50,
              top_p: float | None = None, seed: int | None = None, routing: str | None = None) -> dict:
