@@ -135,3 +135,202 @@ def test_changes_are_serialised_by_the_lock(tmp_path):
     holder.wait()
     assert waited > 1.5, f"delete did not wait for the lock ({waited:.2f} s)"
     assert mgr.list_specialists() == ["math"]
+
+
+# -- interrupts, swaps and models the manager did not train ---------------------------------------------------------
+SLOW = {**SETTINGS, "eval_every": 50}     # a metrics line every 10 steps, the first evaluation at step 50
+
+
+def _lines(p):
+    "The complete metrics lines of every metrics.jsonl under `p` (temporary and build folders included)."
+    out = []
+    for f in Path(p).glob("**/metrics*.jsonl"):
+        try: out += [json.loads(l) for l in f.read_text().splitlines() if l.strip().endswith("}")]
+        except (OSError, ValueError): pass
+    return out
+
+
+def _snapshot(root):
+    "File -> sha of the committed models (what an interruption must not change)."
+    return {str(p.relative_to(root)): sha(p) for d in ("outputs/general", "outputs/shiftable") if (root / d).is_dir()
+            for p in sorted((root / d).rglob("*")) if p.is_file() and "metrics" not in p.name}
+
+
+def _interrupt(cmd, root, ready, env=None, timeout=300):
+    "Start `cmd`, wait until a metrics line satisfies `ready`, send SIGINT; (returncode, stdout, stderr)."
+    proc = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})})
+    deadline = time.time() + timeout
+    try:
+        while not any(ready(r) for r in _lines(root / "outputs")):
+            assert proc.poll() is None, f"finished before the interrupt: {proc.communicate()}"
+            assert time.time() < deadline, "no progress marker"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None: proc.kill()
+    return proc.returncode, out, err
+
+
+def _cli(name):
+    from conftest import BIN
+    exe = BIN / name
+    return [exe] if exe.exists() else [sys.executable, "-c", f"import sys; from sma_kit.cli import {name}; sys.exit({name}())"]
+
+
+def _initialised(tmp_path, domains=("general", "math"), settings=SLOW):
+    from sma_kit.manager import SpecialistManager
+    root = make_project(tmp_path / "p", domains, settings)
+    SpecialistManager(root, progress=False, log=None).ensure_initialized()
+    return root
+
+
+@pytest.mark.parametrize("when", ["before_eval", "after_eval"])
+def test_sigint_during_add_keeps_the_previous_model(tmp_path, when):
+    from sma_kit.manager import SpecialistManager
+    root = _initialised(tmp_path)
+    before, ref = _snapshot(root), SpecialistManager(root, progress=False, log=None).generate("the cat", max_new_tokens=6, seed=0, temperature=0)
+    (root / "data" / "law").mkdir(); (root / "data" / "law" / "l.txt").write_text(WORDS["law"] * 200)
+    ready = (lambda r: r["step"] >= 10 and "val_loss" not in r) if when == "before_eval" else (lambda r: "val_loss" in r and r["step"] >= 50)
+    n0 = len(_lines(root / "outputs"))
+    rc, out, err = _interrupt([*_cli("sma_add_specialist"), "--project_dir", root, "--name", "law", "--steps", 100000, "--quiet"],
+                              root, lambda r: ready(r) and r["step"] <= 100000 and len(_lines(root / "outputs")) > n0)
+    assert rc == 130 and "added" not in out, (rc, out, err)
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("interrupted"), err
+    assert _snapshot(root) == before
+    m = SpecialistManager(root, progress=False, log=None)
+    assert m.list_specialists() == ["math"] and m.get_status()["initialized"]
+    assert m.generate("the cat", max_new_tokens=6, seed=0, temperature=0)["completion"] == ref["completion"]
+    assert not list((root / "outputs").glob(".shiftable.*"))
+
+
+def test_sigint_in_a_notebook_add_raises_and_keeps_the_model(tmp_path):
+    "A kernel interrupt is a SIGINT in the main thread: the add raises KeyboardInterrupt, the model stays."
+    from sma_kit.manager import SpecialistManager
+    root = _initialised(tmp_path)
+    before = _snapshot(root)
+    (root / "data" / "law").mkdir(); (root / "data" / "law" / "l.txt").write_text(WORDS["law"] * 200)
+    m = SpecialistManager(root, progress=False, log=None)
+    import threading
+    stop = threading.Event()
+    def poke():
+        while not stop.wait(0.05):
+            if any(r["step"] >= 20 for t in (root / "outputs").glob(".shiftable.*.tmp") for r in _lines(t)):
+                os.kill(os.getpid(), signal.SIGINT); return
+    t = threading.Thread(target=poke, daemon=True); t.start()
+    with pytest.raises(KeyboardInterrupt, match="previous model kept"): m.add_specialist("law", steps=100000)
+    stop.set()
+    assert _snapshot(root) == before and m.list_specialists() == ["math"]
+
+
+def test_sigint_during_initial_training_then_resume(tmp_path):
+    from sma_kit.manager import SpecialistManager
+    root = make_project(tmp_path / "p", ("general", "math"), {**SLOW, "generalist_steps": 100000})
+    rc, out, err = _interrupt([*_cli("sma_specialists"), "--project_dir", root, "--init"], root, lambda r: r["step"] >= 20)
+    assert rc == 130 and "Traceback" not in err, (rc, out, err)
+    st = SpecialistManager(root, progress=False, log=None).get_status()
+    assert not st["generalist"] and not st["initialized"] and not (root / "outputs/general").exists()
+    stopped = max(r["step"] for r in _lines(root / "outputs"))
+    # run again: the generalist resumes where it stopped (its next line continues the count) and is interrupted again
+    rc, out, err = _interrupt([*_cli("sma_specialists"), "--project_dir", root, "--init"], root, lambda r: r["step"] > stopped)
+    assert rc == 130, (rc, out, err)
+    steps = [r["step"] for r in _lines(root / "outputs")]
+    assert steps == sorted(steps) and len(steps) == len(set(steps)), steps   # no restart from step 10
+    assert not SpecialistManager(root, progress=False, log=None).get_status()["generalist"]
+
+
+RETRAIN = """
+import sys
+from sma_kit.manager import SpecialistManager
+SpecialistManager(sys.argv[1], progress=False, log=None).ensure_initialized(retrain=True)
+print("retrained")
+"""
+
+
+@pytest.mark.parametrize("stage", ["generalist", "shiftable"])
+def test_sigint_during_retrain_keeps_tokenizer_config_and_weights(tmp_path, stage):
+    from sma_kit.manager import SpecialistManager
+    root = _initialised(tmp_path)
+    before, ref = _snapshot(root), SpecialistManager(root, progress=False, log=None).generate("the cat", max_new_tokens=6, seed=0, temperature=0)
+    # new settings: another tokenizer and shape; the stage to interrupt trains for long
+    new = {**SLOW, "tokenizer": "bpe", "vocab_size": 300, "model": {**SLOW["model"], "d_model": 48},
+           ("generalist_steps" if stage == "generalist" else "specialist_steps"): 100000}
+    (root / "sma_project.json").write_text(json.dumps(new))
+    n0 = len(_lines(root / "outputs"))
+    rc, out, err = _interrupt([sys.executable, "-c", RETRAIN, root], root, lambda r: r["step"] >= 20 and len(_lines(root / "outputs")) > n0 + 1
+                              and (stage == "generalist" or (root / "outputs/.shiftable.build").is_dir()))
+    assert rc != 0 and "retrained" not in out, (rc, out, err)
+    after = _snapshot(root)
+    if stage == "generalist": assert after == before
+    else:  # the new generalist may be in, but the model that is used (shiftable) is the old one, whole
+        assert {k: v for k, v in after.items() if "shiftable" in k} == {k: v for k, v in before.items() if "shiftable" in k}
+    m = SpecialistManager(root, progress=False, log=None)
+    model, tok = m.model()
+    assert tok.vocab_size == model.cfg.vocab_size and model.cfg.d_model == 32 and m.list_specialists() == ["math"]
+    assert m.generate("the cat", max_new_tokens=6, seed=0, temperature=0)["completion"] == ref["completion"]
+
+
+READER = """
+import json, sys, time
+from pathlib import Path
+from sma_kit.manager import SpecialistManager
+root = Path(sys.argv[1]); r = SpecialistManager(root, progress=False, log=None)
+errors, reads = [], 0
+print("reading", flush=True)
+while not (root / "stop").exists():
+    try:
+        st = r.get_status(); model, tok = r.model()
+        assert st["initialized"] and "math" in st["specialists"] and "math" in model.specialists, (st, model.specialists)
+        assert tok.vocab_size == model.cfg.vocab_size
+        reads += 1
+    except Exception as e: errors.append(repr(e)[:300])
+print(json.dumps({"reads": reads, "errors": errors}))
+"""
+
+
+def test_readers_never_fail_during_swaps(tmp_path):
+    "Reader processes poll get_status() and model() while 20 swaps (10 deletes, 10 adds) replace the model."
+    from sma_kit.manager import SpecialistManager
+    root = _initialised(tmp_path, ("general", "math", "law"), SETTINGS)
+    law = (root / "data" / "law" / "a.txt").read_text()
+    writer = SpecialistManager(root, progress=False, log=None)
+    readers = [subprocess.Popen([sys.executable, "-c", READER, str(root)], stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        for p in readers: assert p.stdout.readline().strip() == "reading"
+        for i in range(10):
+            writer.delete_specialist("law")
+            (root / "data" / "law").mkdir(); (root / "data" / "law" / "a.txt").write_text(law)
+            writer.add_specialist("law", steps=2)
+    finally:
+        (root / "stop").write_text("")
+        outs = [json.loads(p.communicate(timeout=120)[0]) for p in readers]
+    assert not [e for o in outs for e in o["errors"]], [o["errors"][:3] for o in outs]
+    assert all(o["reads"] > 20 for o in outs) and writer.list_specialists() == ["math", "law"]
+
+
+def test_cli_trained_project_of_another_shape(tmp_path):
+    "A generalist and shiftable model trained with the CLI (seq_len 64, lora branches on the FFN), no sma_project.json."
+    root = make_project(tmp_path / "p", ("general", "math"), SETTINGS)
+    (root / "sma_project.json").unlink()
+    out = root / "outputs"
+    p = run_cli("sma_train_generalist", "--data_dir", root / "data", "--output_dir", out / "general", "--tokenizer", "byte",
+                "--seq_len", 64, "--d_model", 32, "--n_heads", 2, "--n_layers", 2, "--dim_feedforward", 64, "--batch_size", 4,
+                "--max_steps", 6, "--eval_every", 3, "--warmup_steps", 2, "--device", "cpu", "--quiet")
+    assert p.returncode == 0, p.stderr
+    p = run_cli("sma_train_specialists", "--generalist_ckpt", out / "general", "--data_dir", root / "data", "--output_dir", out / "shiftable",
+                "--expert_site", "ffn", "--branch", "lora", "--lora_rank", 4, "--routing", "topk", "--batch_size", 4, "--max_steps", 6,
+                "--eval_every", 3, "--warmup_steps", 2, "--device", "cpu", "--quiet")
+    assert p.returncode == 0, p.stderr
+    (root / "data" / "law").mkdir(); (root / "data" / "law" / "l.txt").write_text(WORDS["law"] * 200)
+    p = run_cli("sma_add_specialist", "--project_dir", root, "--name", "law", "--steps", 4, "--quiet")
+    assert p.returncode == 0 and "added law" in p.stdout, p.stderr
+    sc = json.loads((out / "shiftable/specialists.json").read_text())
+    assert sc["specialists"] == ["math", "law"] and (sc["expert_site"], sc["branch"], sc["lora_rank"], sc["routing"]) == ("ffn", "lora", 4, "topk")
+    assert json.loads((out / "shiftable/config.json").read_text())["max_seq_len"] == 64
+    p = run_cli("sma_delete_specialist", "--project_dir", root, "--name", "math")
+    assert p.returncode == 0, p.stderr
+    assert json.loads((out / "shiftable/specialists.json").read_text())["specialists"] == ["law"]
+    from sma_kit.manager import SpecialistManager
+    assert SpecialistManager(root, progress=False, log=None).generate("the court", max_new_tokens=4, seed=0)["n_tokens"] >= 1
+    assert not (root / "sma_project.json").exists()   # the manager reads the project, it does not write settings into it

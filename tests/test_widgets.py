@@ -1,21 +1,54 @@
 "Widgets driven headless (values set, buttons clicked, threads joined) on the tiny demo project: chat, gates, specialists panel, console."
-import subprocess, sys
+import json, subprocess, sys
+from pathlib import Path
 import pytest
 
 pytest.importorskip("ipywidgets")
 pytest.importorskip("torch")
 
 
-def test_import_loads_neither_torch_nor_ipywidgets():
-    code = "import sys, sma_kit.widgets\nprint(','.join(m for m in ('torch', 'ipywidgets', 'matplotlib') if m in sys.modules))"
+def loaded_after(module: str) -> set:
+    "The heavy and sma_kit modules that `import module` loads, in a fresh interpreter."
+    code = f"import sys, {module}\nprint(' '.join(m for m in sys.modules if m.split('.')[0] in ('torch', 'jax', 'ipywidgets', 'matplotlib') or m.startswith('sma_kit')))"
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
-    assert p.stdout.strip() == ""
+    return set(p.stdout.split())
+
+
+def test_import_loads_neither_torch_nor_ipywidgets():
+    for m in ("sma_kit.widgets", "sma_kit.chat", "sma_kit.manager"):
+        assert not {x for x in loaded_after(m) if not x.startswith("sma_kit")}, m
+
+
+def test_dependencies_point_one_way():
+    "manager <- chat <- widgets: the manager imports neither chat nor widgets, chat does not import widgets."
+    assert not {"sma_kit.chat", "sma_kit.widgets"} & loaded_after("sma_kit.manager")
+    assert "sma_kit.widgets" not in loaded_after("sma_kit.chat") and "sma_kit.manager" in loaded_after("sma_kit.chat")
+
+
+CHAT_JOB = Path(__file__).resolve().parents[1] / "nbs" / "jobs" / "chat.ipynb"
+
+
+def run_chat_job(project_dir, tmp_path):
+    "Run the chat job notebook's code cells with `project_dir` (what papermill or voila do), in a fresh interpreter."
+    cells = ["".join(c["source"]) for c in json.loads(CHAT_JOB.read_text())["cells"] if c["cell_type"] == "code"]
+    cells[1] = f"project_dir = {str(project_dir)!r}"
+    script = tmp_path / "chat_job.py"; script.write_text("\n".join(c for c in cells if c.strip() not in ("ui",)))
+    return subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+
+
+def test_chat_job_never_writes_demo_data_into_a_used_folder(tmp_path):
+    mine = tmp_path / "mine"; mine.mkdir()
+    (mine / "notes.txt").write_text("mine"); (mine / "sma_project.json").write_text('{"seq_len": 32}')
+    p = run_chat_job(mine, tmp_path)
+    assert p.returncode != 0 and "not empty; demo_project writes its demo data only into a new or empty folder" in p.stderr, p.stderr[-2000:]
+    assert sorted(x.name for x in mine.iterdir()) == ["notes.txt", "sma_project.json"] and (mine / "sma_project.json").read_text() == '{"seq_len": 32}'
 
 
 @pytest.fixture(scope="module")
 def ui(tmp_path_factory):
-    from sma_kit.widgets import app, demo_project
+    from sma_kit.widgets import app
+    from sma_kit.chat import demo_project
     proj = demo_project(tmp_path_factory.mktemp("chat") / "demo")
     return app(proj, seed=0)
 
@@ -47,7 +80,7 @@ def test_chat_reply_history_and_gates(ui):
 def test_panel_add_delete_and_bad_input(ui):
     panel, mgr, chat = ui.panel, ui.manager, ui.chat
     assert mgr.list_specialists() == ["law", "math"] and list(panel.delete_buttons) == ["law", "math"]
-    for name, msg in [("Bad Name", "invalid"), ("law", "already exists"), ("nope", "data/nope/ does not exist")]:
+    for name, msg in [("Bad Name", "invalid"), ("law", "already exists"), ("nope", "no corpus folder")]:
         panel.name.value = name; panel.add.click()
         assert msg in panel.message and not panel.busy, (name, panel.message)
     # a corpus the manager rejects while training: a message in the panel, the project unchanged
@@ -92,7 +125,7 @@ def test_panel_add_delete_and_bad_input(ui):
 
 
 def test_console(ui):
-    from sma_kit.widgets import chat_console
+    from sma_kit.chat import chat_console
     lines, said = iter(["  ", "the dog", "/quit", "never read"]), []
     hist = chat_console(ui.manager, input=lambda _: next(lines), print=said.append, max_new_tokens=6, seed=0)
     assert "(empty prompt: type some text, or /quit)" in said and sum(s.startswith("model> ") for s in said) == 1
