@@ -5,10 +5,12 @@
 # %% ../nbs/40_manager.ipynb #cdcb6552
 from __future__ import annotations
 import contextlib, dataclasses, fcntl, json, math, os, shutil, time
-from dataclasses import dataclass, field, fields
+from dataclasses import field, fields
+from functools import partial
 from pathlib import Path
+import numpy as np
 from fastcore.basics import patch
-from .config import SmaError, ModelConfig, TrainConfig, ShiftConfig, check_name
+from .config import SmaError, ModelConfig, TrainConfig, check_name
 from .checkpoint import atomic_write, atomic_dir, resolve_dir, read_shift_config, CONFIG, WEIGHTS, SPECIALISTS, TRAIN_STATE
 from .data import discover_domains, domain_files, CorpusError, MixtureSampler, load_corpus_streams
 from .backend import load_backend
@@ -205,6 +207,9 @@ def _train_generalist(self: SpecialistManager):
     except KeyboardInterrupt as e:
         if isinstance(e, Interrupted): raise
         raise Interrupted(f"training the generalist was interrupted; {kept}") from None
+    except SmaError as e:   # e.g. the settings changed since the interrupted run
+        if not resume: raise
+        raise SmaError(f"{e}; delete {build} to train the generalist from scratch") from None
     _completed(res, "training the generalist", kept)
     shutil.rmtree(build / TRAIN_STATE, ignore_errors=True)
     with atomic_dir(self.gen_dir) as tmp: os.replace(build, tmp)   # the finished folder, whole, in one swap
@@ -275,8 +280,6 @@ def check_new(self: SpecialistManager, name: str) -> str:
 @patch
 def add_specialist(self: SpecialistManager, name: str, steps: int | None = None) -> dict:
     "Add and train the specialist `name` from `data/<name>/` (only its branch and the gates train)."
-    import numpy as np
-    from functools import partial
     from sma_kit.torch.shift import shift_loss, expert_targets   # adding trains a PyTorch ShiftableLM in place
     from sma_kit.torch.train import Trainer
     s, t0 = self.settings, time.perf_counter()

@@ -10,6 +10,7 @@ from fastcore.basics import patch
 from .config import SmaError
 from .manager import SpecialistManager
 from .chat import Conversation, model_lock, one_line
+from .eval import gate_heatmap
 
 # %% auto #0
 __all__ = ['PALETTE', 'BASE_COLOR', 'ExpertColors', 'tinted_html', 'legend_html', 'gate_png', 'GateViz', 'ChatWidget',
@@ -50,7 +51,6 @@ _PLOT = threading.Lock()
 def gate_png(gates, tokens, experts, max_tokens: int = 48, dpi: int = 100) -> bytes:
     "PNG bytes of `gate_heatmap(gates, tokens, experts)` (its last `max_tokens` tokens)."
     import matplotlib.pyplot as plt
-    from sma_kit.eval import gate_heatmap
     with _PLOT:  # pyplot's figure registry is not thread-safe
         fig = gate_heatmap(gates, tokens, experts, max_tokens=max_tokens)
         try:

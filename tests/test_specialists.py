@@ -257,9 +257,9 @@ def test_sigint_during_retrain_keeps_tokenizer_config_and_weights(tmp_path, stag
     new = {**SLOW, "tokenizer": "bpe", "vocab_size": 300, "model": {**SLOW["model"], "d_model": 48},
            ("generalist_steps" if stage == "generalist" else "specialist_steps"): 100000}
     (root / "sma_project.json").write_text(json.dumps(new))
-    n0 = len(_lines(root / "outputs"))
-    rc, out, err = _interrupt([sys.executable, "-c", RETRAIN, root], root, lambda r: r["step"] >= 20 and len(_lines(root / "outputs")) > n0 + 1
-                              and (stage == "generalist" or (root / "outputs/.shiftable.build").is_dir()))
+    building = lambda: [r for d in ((root / "outputs").glob(".general.build") if stage == "generalist" else (root / "outputs").glob(".shiftable.*.tmp"))
+                        for r in _lines(d)]
+    rc, out, err = _interrupt([sys.executable, "-c", RETRAIN, root], root, lambda r: any(x["step"] >= 20 for x in building()))
     assert rc != 0 and "retrained" not in out, (rc, out, err)
     after = _snapshot(root)
     if stage == "generalist": assert after == before
