@@ -9,7 +9,7 @@ __all__ = ['MBPP_TEST_IDS', 'MBPP_SHOT_IDS', 'HUMANEVAL_STOPS', 'MBPP_STOPS', 'D
            'score_samples', 'generate_samples', 'code_eval_main', 'code_eval_cli']
 
 # %% ../nbs/34_code_eval.ipynb #424a726e
-import os, sys, ast, json, gzip, time, builtins
+import os, sys, ast, json, gzip, time, builtins, warnings
 from typing import Callable, Iterable, Sequence
 import numpy as np
 from fastcore.script import call_parse
@@ -102,11 +102,16 @@ def _bound_names(tree) -> set:
         elif isinstance(n, ast.alias): out.add((n.asname or n.name).partition(".")[0])
     return out
 
+def _parse(src):
+    with warnings.catch_warnings():   # dataset code has invalid escapes such as '\w'
+        warnings.simplefilter("ignore")
+        return ast.parse(src)
+
 def program_names(test: str, reference: str = "") -> list[str]:
     "Names `test` takes from the program: free names that are not builtins, or that `reference` defines."
-    tree = ast.parse(test)
+    tree = _parse(test)
     free = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)} - _bound_names(tree)
-    redefined = _bound_names(ast.parse(reference)) if reference else set()
+    redefined = _bound_names(_parse(reference)) if reference else set()
     return sorted(n for n in free if not hasattr(builtins, n) or n in redefined)
 
 def build_program(dataset: str, problem: dict, completion: str) -> dict:
@@ -279,7 +284,7 @@ def code_eval_cli(samples: str = None,  # jsonl file of {task_id, completion} re
         print(f"sma_code_eval: error: {e}", file=sys.stderr); sys.exit(2)
     except KeyboardInterrupt as e:
         kept = f"; finished results written to {out}" if out and isinstance(e, Interrupted) else ""
-        print(f"sma_code_eval: interrupted: {e or 'before scoring started'}{kept}", file=sys.stderr); sys.exit(130)
+        print(f"sma_code_eval: interrupted{': ' if str(e) else ''}{e}{kept}", file=sys.stderr); sys.exit(130)
     print(f"dataset={dataset} tasks={res['n_tasks']} samples={res['n_samples']} sandbox={res['sandbox_mode']} "
           f"time={res['seconds']:.1f}s")
     print("status: " + " ".join(f"{s}={n}" for s, n in res["status_counts"].items()))

@@ -7,7 +7,7 @@ __all__ = ['MAX_FRAME', 'Lost', 'send', 'recv', 'plain', 'parse_literal', 'make_
            'main']
 
 # %% ../nbs/33_harness.ipynb #1f75d3ac
-import ast, builtins, json, os, resource, sys, traceback
+import ast, builtins, os, resource, sys
 
 # %% ../nbs/33_harness.ipynb #22d7431e
 MAX_FRAME = 4 << 20   # bytes of one reply from the program
@@ -141,7 +141,7 @@ def child(cfg: dict):
         if cfg["guard"]: sys.addaudithook(make_guard(os.path.realpath(os.getcwd())))
         exec(code, ns)
     except BaseException as e:
-        traceback.print_exc()
+        sys.__excepthook__(type(e), e, e.__traceback__)   # the traceback, to the program's stderr file
         send(wfd, b"e", _error_frame(e)); os._exit(1)
     _flush()
     send(wfd, b"r")
@@ -209,16 +209,16 @@ def verdict(cfg: dict) -> dict:
     except Lost as e: return dict(status="lost", error=str(e))
 
 def judge(cfg: dict):
-    "The trusted process: compute the verdict and write it on `cfg['verdict_fd']`."
+    "The trusted process: compute the verdict and write its `repr` on `cfg['verdict_fd']`."
     sys.stdout = sys.stderr
-    os.write(cfg["verdict_fd"], json.dumps(verdict(cfg)).encode())
+    os.write(cfg["verdict_fd"], repr(verdict(cfg)).encode())
     os._exit(0)
 
 # %% ../nbs/33_harness.ipynb #6706fa78
 def main(argv: list[str]):
     "Entry point of the harness processes: `argv` is [script, role, path of the JSON configuration]."
     role = argv[1]
-    with open(argv[2], encoding="utf-8") as f: cfg = json.load(f)
+    with open(argv[2], encoding="utf-8") as f: cfg = ast.literal_eval(f.read())
     del argv[1:]
     child(cfg) if role == "child" else judge(cfg)
 

@@ -7,7 +7,7 @@ __all__ = ['STATUSES', 'SANDBOX_UID_BASE', 'ExecResult', 'SandboxError', 'availa
            'sandbox_info', 'run_program', 'Interrupted', 'run_many']
 
 # %% ../nbs/33_sandbox.ipynb #636239e5
-import os, sys, json, math, time, shlex, shutil, signal, secrets, select, tempfile, subprocess, threading
+import os, sys, ast, math, time, shlex, shutil, signal, secrets, select, tempfile, subprocess, threading
 from dataclasses import dataclass
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Sequence
@@ -272,18 +272,18 @@ def run_program(program: str, test: str = "", setup: str = "", names: Sequence[s
         _write_private(hpath, _HARNESS_SRC)
         (c_in, j_out), (j_in, c_out), (vfd, v_out) = os.pipe(), os.pipe(), os.pipe()
         fds = [c_in, j_out, j_in, c_out, v_out]
-        _write_private(os.path.join(tmp, "child.json"), json.dumps(dict(
+        _write_private(os.path.join(tmp, "child.cfg"), repr(dict(
             fds=[c_in, c_out], program=program, guard=bool(guard), drop=None if uid is None else [uid, uid],
             limits=_limits(timeout, memory_mb, nproc, fsize_mb, nofile))))
-        _write_private(os.path.join(tmp, "judge.json"), json.dumps(dict(
+        _write_private(os.path.join(tmp, "judge.cfg"), repr(dict(
             fds=[j_in, j_out], verdict_fd=v_out, test=test, setup=setup, names=list(names))))
         py = [sys.executable, "-I", "-B"] + ([] if site else ["-S"]) + [hpath]
         with open(opath, "wb") as fo, open(epath, "wb") as fe, open(jpath, "wb") as fj:
             try:
-                child = subprocess.Popen(_sandbox_cmd(mode, tmp, work, uid, tmp_mb) + py + ["child", os.path.join(tmp, "child.json")],
+                child = subprocess.Popen(_sandbox_cmd(mode, tmp, work, uid, tmp_mb) + py + ["child", os.path.join(tmp, "child.cfg")],
                                          stdin=subprocess.DEVNULL, stdout=fo, stderr=fe, cwd=work, env=_env(work),
                                          start_new_session=True, pass_fds=(c_in, c_out))
-                judge = subprocess.Popen(py[:1] + ["-I", "-B", "-S", hpath, "judge", os.path.join(tmp, "judge.json")],
+                judge = subprocess.Popen(py[:1] + ["-I", "-B", "-S", hpath, "judge", os.path.join(tmp, "judge.cfg")],
                                          stdin=subprocess.DEVNULL, stdout=fj, stderr=fj, cwd=tmp, env=_env(tmp),
                                          start_new_session=True, pass_fds=(j_in, j_out, v_out))
             except OSError as e:
@@ -294,10 +294,10 @@ def run_program(program: str, test: str = "", setup: str = "", names: Sequence[s
             timed_out = not _wait(judge, deadline)
         _kill(judge)
         raw = os.read(vfd, 1 << 16) if not timed_out else b""
-        if b'"lost"' in raw: _wait(child, min(deadline, time.monotonic() + 1.0))   # let a dying program report its exit
+        if b"'lost'" in raw: _wait(child, min(deadline, time.monotonic() + 1.0))   # let a dying program report its exit
         _kill(child)
-        try: verdict = json.loads(raw)
-        except ValueError: verdict = dict(error=(_tail(jpath, 300).strip().splitlines() or [f"exit code {judge.returncode}"])[-1])
+        try: verdict = ast.literal_eval(raw.decode())
+        except (ValueError, SyntaxError, UnicodeDecodeError): verdict = dict(error=(_tail(jpath, 300).strip().splitlines() or [f"exit code {judge.returncode}"])[-1])
         err = _tail(epath)
         status, msg = _status(verdict, child.returncode, err, timed_out, timeout, mode)
         if _CANCEL.is_set() and status != "passed": status, msg = "crashed", "cancelled"

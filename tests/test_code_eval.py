@@ -249,7 +249,7 @@ def test_stdin_closed_env_scrubbed_tmp_private_and_removed():
             for d in _leftover_tmpdirs() - before:
                 p = os.path.join(tempfile.gettempdir(), d)
                 try:
-                    files = {f: os.stat(os.path.join(p, f)).st_mode & 0o777 for f in os.listdir(p) if f.endswith((".py", ".json"))}
+                    files = {f: os.stat(os.path.join(p, f)).st_mode & 0o777 for f in os.listdir(p) if f.endswith((".py", ".cfg"))}
                     if len(files) == 3: seen.update(dir=os.stat(p).st_mode & 0o777, files=files)
                 except OSError:
                     pass
