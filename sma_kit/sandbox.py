@@ -110,7 +110,7 @@ def _drops(mode):
 
 # %% ../nbs/33_sandbox.ipynb #58efde60
 _MODES = ("bwrap", "unshare", "limits")
-_SHARED_DIRS = ("/tmp", "/var/tmp", "/dev/shm")   # world-writable: covered with private tmpfs
+_SHARED_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/dev/mqueue")   # world-writable: covered with private tmpfs
 
 def _bwrap_cmd(tmp, work, drop, tmp_mb):
     a = ["bwrap", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
