@@ -1,7 +1,8 @@
-"""Sandbox throughput of sma_kit.code_eval on this machine.
+"""Sandbox throughput of sma_kit.sandbox / sma_kit.code_eval on this machine.
 
 For every sandbox mode that works here ('bwrap', 'unshare', 'limits'):
-  * per-sample overhead: wall time of a trivial `pass` program, run one at a time (median/p90 over --trivial runs);
+  * per-sample overhead: wall time of a trivial `pass` program (sandboxed program + judge process), run one at a
+    time (median/p90 over --trivial runs);
   * HumanEval end to end: all 164 canonical solutions scored with `score_samples` over all cores.
 In the default mode also: all 164 `return None` solutions, and (when SMA_DATA_DIR is set) all 500 MBPP test
 tasks with the reference code and with a wrong solution.
@@ -10,15 +11,15 @@ Usage:  python benchmarks/code_eval_bench.py [--trivial 50] [--out benchmarks/re
 """
 import argparse, datetime, json, os, platform, statistics, sys, time
 
-from sma_kit.code_eval import (available_sandbox_modes, sandbox_mode, sandbox_info, run_program, score_samples,
-                               read_humaneval, read_mbpp, default_mbpp_path, wrong_completion)
+from sma_kit.sandbox import available_sandbox_modes, sandbox_mode, sandbox_info, run_program
+from sma_kit.code_eval import score_samples, read_humaneval, read_mbpp, default_mbpp_path, wrong_completion
 
 
 def trivial_overhead(mode, n):
-    run_program("pass", mode=mode)   # warm the page cache
+    run_program("pass", mode=mode, unsafe_sandbox=True)   # warm the page cache
     ts = []
     for _ in range(n):
-        r = run_program("pass", mode=mode)
+        r = run_program("pass", mode=mode, unsafe_sandbox=True)
         assert r.passed, r
         ts.append(r.duration)
     ts.sort()
@@ -28,7 +29,8 @@ def trivial_overhead(mode, n):
 
 def score(samples, dataset, problems, mode, workers):
     t0 = time.perf_counter()
-    res = score_samples(samples, dataset, k=(1,), problems=problems, mode=mode, workers=workers, progress=False)
+    res = score_samples(samples, dataset, k=(1,), problems=problems, mode=mode, workers=workers, progress=False,
+                        unsafe_sandbox=True, timeout=30)
     dt = time.perf_counter() - t0
     return dict(programs=len(samples), seconds=round(dt, 2), programs_per_s=round(len(samples) / dt, 1),
                 pass_at_1=res["pass@1"], status_counts=res["status_counts"])
