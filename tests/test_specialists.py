@@ -144,7 +144,9 @@ SLOW = {**SETTINGS, "eval_every": 50}     # a metrics line every 10 steps, the f
 def _lines(p):
     "The complete metrics lines of every metrics.jsonl under `p` (temporary and build folders included)."
     out = []
-    for f in Path(p).glob("**/metrics*.jsonl"):
+    try: files = list(Path(p).glob("**/metrics*.jsonl"))
+    except OSError: return out   # a folder renamed away while we looked (a swap)
+    for f in files:
         try: out += [json.loads(l) for l in f.read_text().splitlines() if l.strip().endswith("}")]
         except (OSError, ValueError): pass
     return out
