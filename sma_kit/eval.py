@@ -7,9 +7,10 @@ from __future__ import annotations
 import json, math
 from pathlib import Path
 import numpy as np
+from .data import resolve_data_dir, discover_domains, domain_stream, split_stream, val_windows
 
 # %% auto #0
-__all__ = ['compare_table', 'routing_summary', 'perplexity_bars', 'gate_heatmap']
+__all__ = ['compare_table', 'routing_summary', 'eval_domains_with', 'routing_report_with', 'perplexity_bars', 'gate_heatmap']
 
 # %% ../nbs/32_eval.ipynb #aed8f586
 def compare_table(ppl: dict[str, dict[str, float]], baseline: str | None = None) -> str:
@@ -40,6 +41,27 @@ def routing_summary(gates: dict, experts: list[str], skip: int = 16) -> dict:
         hits += int((top == own).sum()); total += top.size
     if total: acc["overall"] = hits / total
     return {"experts": list(experts), "mean_gate": mean_gate, "accuracy": acc}
+
+# %% ../nbs/32_eval.ipynb #6856af7d
+def eval_domains_with(eval_loss, model, tok, data_dir, seq_len: int | None = None, val_fraction: float = 0.1, batch_size: int = 32) -> dict:
+    "`{domain: {val_loss, perplexity, val_tokens}}` on each domain's validation split, `eval_loss` being the backend's."
+    seq_len = seq_len or model.cfg.max_seq_len
+    doms = discover_domains(data_dir) if (Path(data_dir) / "general").is_dir() else resolve_data_dir(data_dir)
+    out = {}
+    for name, files in doms.items():
+        _, val = split_stream(domain_stream(files, tok), val_fraction)
+        loss = eval_loss(model, val, seq_len, batch_size, name=name)
+        out[name] = {"val_loss": loss, "perplexity": math.exp(loss), "val_tokens": int(len(val))}
+    return out
+
+def routing_report_with(gates, model, val: dict, seq_len: int, skip: int = 16, max_windows: int = 64, batch_size: int = 16) -> dict:
+    "`routing_summary` of the gates on up to `max_windows` validation windows per domain, `gates(model, x)` being the backend's."
+    out = {}
+    for name, stream in val.items():
+        x, _ = val_windows(stream, seq_len, name)
+        x = x[:max_windows]
+        out[name] = np.concatenate([np.asarray(gates(model, x[i:i + batch_size]), dtype=np.float32) for i in range(0, len(x), batch_size)])
+    return routing_summary(out, model.experts, skip)
 
 # %% ../nbs/32_eval.ipynb #bc7c302e
 def perplexity_bars(ppl: dict[str, dict[str, float]], path, title: str = "Validation perplexity per domain"):

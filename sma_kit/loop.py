@@ -5,12 +5,17 @@
 # %% ../nbs/05_loop.ipynb #8c950942
 from __future__ import annotations
 import json, signal, threading, time
+from pathlib import Path
+from types import SimpleNamespace
 from tqdm.auto import tqdm
-from .config import SmaError
-from .checkpoint import atomic_write
+from .config import ModelConfig, TrainConfig, SmaError
+from .checkpoint import atomic_write, check_output_dir, TOKENIZER
+from .data import (resolve_data_dir, discover_domains, load_domain, token_stream, split_stream, val_windows, MixtureSampler,
+                          specialist_corpora, load_corpus_streams)
+from .tokenizer import build_tokenizer, load_tokenizer
 
 # %% auto #0
-__all__ = ['RESUME_FREE', 'TrainLoop']
+__all__ = ['RESUME_FREE', 'TrainLoop', 'generalist_inputs', 'check_generalist', 'specialist_inputs']
 
 # %% ../nbs/05_loop.ipynb #53397439
 RESUME_FREE = {"stop_after", "patience", "min_delta", "log_every", "eval_every"}   # settings a resumed run may change
@@ -111,3 +116,39 @@ class TrainLoop:
         return {"step": st["step"], "total_steps": self.total, "best_val_loss": st["best_val"], "best_step": st["best_step"],
                 "last_val": last_eval, "stopped_early": stopped_early, "interrupted": interrupted,
                 "elapsed_s": st["elapsed_s"], "tokens": st["tokens"], "out_dir": str(self.out), **self._result_extra()}
+
+# %% ../nbs/05_loop.ipynb #23781fa5
+def generalist_inputs(data_dir, output_dir, cfg: ModelConfig | dict | None, tc: TrainConfig, tokenizer: str = "bpe",
+                      vocab_size: int = 8192, val_fraction: float = 0.1, resume: bool = False, overwrite: bool = False,
+                      check_out=check_output_dir) -> SimpleNamespace:
+    "(name, out, tok, cfg, train, val {name: stream} or {}, sampler, info) for a generalist run on `data_dir`."
+    name, files = next(iter(resolve_data_dir(data_dir).items()))
+    all_domains = list(discover_domains(data_dir)) if (Path(data_dir) / "general").is_dir() else [name]
+    out = check_out(output_dir, resume, overwrite, create=False)
+    docs = load_domain(files)["text"]
+    tok = load_tokenizer(out / TOKENIZER) if resume else build_tokenizer(tokenizer, docs, vocab_size, all_domains)
+    train, val = split_stream(token_stream(docs, tok), val_fraction)
+    if isinstance(cfg, dict) or cfg is None: cfg = ModelConfig(**{"max_seq_len": tc.seq_len, **(cfg or {}), "vocab_size": tok.vocab_size})
+    if cfg.vocab_size != tok.vocab_size: raise SmaError(f"tokenizer has {tok.vocab_size} tokens but the model config says vocab_size {cfg.vocab_size}")
+    if tc.seq_len > cfg.max_seq_len: raise SmaError(f"--seq_len {tc.seq_len} is longer than the model's max_seq_len {cfg.max_seq_len}")
+    if val_fraction > 0: val_windows(val, tc.seq_len, f"{name} ({files[0].parent})")
+    check_out(out, resume, overwrite)
+    return SimpleNamespace(name=name, out=out, tok=tok, cfg=cfg, train=train, val={name: val} if val_fraction > 0 else {},
+                           sampler=MixtureSampler({name: train}, tc.seq_len, seed=tc.seed),
+                           info=dict(domain=name, train_tokens=len(train), val_tokens=len(val)))
+
+def check_generalist(base, generalist_dir, tc: TrainConfig):
+    "Refuse a base model that is already shiftable, or too short for `tc.seq_len`."
+    if hasattr(base, "set_routing"): raise SmaError(f"{generalist_dir}: is already a shiftable model; give the generalist's dir")
+    if tc.seq_len > base.cfg.max_seq_len: raise SmaError(f"--seq_len {tc.seq_len} is longer than the generalist's max_seq_len {base.cfg.max_seq_len}")
+
+def specialist_inputs(tok, output_dir, tc: TrainConfig, data_dir=None, domain_dirs: dict | None = None, specialists: list | None = None,
+                      weights: dict | None = None, val_fraction: float = 0.1, resume: bool = False, overwrite: bool = False,
+                      check_out=check_output_dir) -> SimpleNamespace:
+    "(names, out, train, val, sampler) for a specialist run: every specialist corpus plus general replay, tokenized by `tok`."
+    names, use = specialist_corpora(data_dir, domain_dirs, specialists)
+    check_out(output_dir, resume, overwrite, create=False)
+    train, val = load_corpus_streams(use, tok, val_fraction, tc.seq_len)
+    out = check_out(output_dir, resume, overwrite)
+    sampler = MixtureSampler(train, tc.seq_len, weights or {d: 1.0 for d in train}, seed=tc.seed)
+    return SimpleNamespace(names=names, out=out, train=train, val=val if val_fraction > 0 else {}, sampler=sampler)

@@ -154,7 +154,7 @@ def test_bad_device_and_mesh_are_one_line():
     with pytest.raises(SmaError, match="not an XLA device"): X.xla_device("cuda:0")
     with pytest.raises(SmaError, match="xla:0 to xla:"): X.xla_device("xla:99")
     with pytest.raises(SmaError, match="before the XLA device is first used"): X.xla_mesh("1,1")   # this process is not SPMD
-    with pytest.raises(SmaError, match="--mesh"): X.parse_mesh("3,3", 8)
+    with pytest.raises(SmaError, match="--mesh"): X.mesh_shape("3,3", 8)
 
 
 # -- SPMD: a child process, since SPMD is a switch for the whole process ----------------------------------------

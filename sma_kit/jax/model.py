@@ -10,11 +10,13 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 from ..config import ModelConfig, SmaError
+from ..generate import Completion, complete_with, score_pairs
 
 # %% auto #0
 __all__ = ['DTYPES', 'as_dtype', 'init_normal', 'RMSNorm', 'rope_tables', 'apply_rope', 'dropout', 'attend', 'Attention',
            'swiglu', 'SwiGLU', 'Block', 'token_nll', 'cross_entropy', 'StaticConfig', 'DecoderLM', 'torch_name',
-           'tensor_shapes', 'state_dict', 'load_state_dict', 'filter_logits', 'generate']
+           'tensor_shapes', 'state_dict', 'load_state_dict', 'filter_logits', 'generate', 'RowStepper', 'complete',
+           'loglik']
 
 # %% ../../nbs/20_jax_model.ipynb #de1b0be4
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -347,3 +349,50 @@ def generate(model, idx, max_new_tokens: int = 64, temperature: float = 0.0, top
         if done.all() or i == max_new_tokens - 1: break
         nxt, cache = _decode(model, jnp.asarray(n), cache, jnp.int32(T + i), jax.random.fold_in(base, i + 1), temperature, top_k, top_p)
     return np.stack(out, 1)
+
+# %% ../../nbs/20_jax_model.ipynb #b28455d2
+class RowStepper:
+    "The model side of `complete` for a batch of equal-length prompts (see `sma_kit.generate.complete_with`)."
+    def __init__(self, model, rows, temperature, top_k, top_p, key):
+        self.model, self.key, self.i = model, key, 0
+        self.sampling = (jnp.float32(temperature), jnp.int32(top_k or 0), jnp.float32(top_p or 1.0))
+        self.W = int(model.cfg.max_seq_len); self.keep_len = max(1, self.W - max(1, self.W // 4))
+        self.hist, self.alive = np.asarray(rows, np.int32), np.arange(len(rows))
+        self._prefill()
+
+    def _next_key(self):
+        self.i += 1
+        return jax.random.fold_in(self.key, self.i - 1)
+
+    def _prefill(self):
+        self.nxt, self.cache = _prefill(self.model, jnp.asarray(self.hist), self.model.new_cache(len(self.hist)), self._next_key(), *self.sampling)
+        self.cur = self.hist.shape[1]
+
+    def sample(self) -> list[int]: return np.asarray(self.nxt)[self.alive].tolist()
+
+    def advance(self, keep: list[int]):
+        n = np.asarray(self.nxt)
+        self.hist, self.alive = np.concatenate([self.hist, n[:, None]], 1)[:, -self.W:], self.alive[keep]
+        if self.cur >= self.W:                              # window full: slide and re-encode
+            self.hist = self.hist[:, -self.keep_len:]; self._prefill()
+        else:
+            self.nxt, self.cache = _decode(self.model, jnp.asarray(n), self.cache, jnp.int32(self.cur), self._next_key(), *self.sampling)
+            self.cur += 1
+
+@nnx.jit
+def _target_logp(model, x, t):
+    lp = jax.nn.log_softmax(model(x).astype(jnp.float32), -1)
+    return jnp.take_along_axis(lp, jnp.clip(t, 0)[..., None], -1)[..., 0] * (t >= 0)
+
+# %% ../../nbs/20_jax_model.ipynb #ccd6c9cd
+def complete(model, tok, prompts, max_new_tokens: int = 100, temperature: float = 0.8, top_k: int | None = 50,
+             top_p: float | None = None, stop=None, seed: int | None = None, batch_size: int = 16) -> list[Completion]:
+    "One `sma_kit.generate.Completion` per prompt (a str or a list of str): the model's continuation, cut at end-of-text and stop strings."
+    key = jax.random.key(seed if seed is not None else int(np.random.SeedSequence().entropy % (2**63)))
+    start = lambda rows: RowStepper(model, rows, temperature, top_k, top_p, key)
+    return complete_with(start, tok, prompts, int(model.cfg.max_seq_len), max_new_tokens, stop, batch_size)
+
+def loglik(model, tok, pairs, batch_size: int = 16) -> list[float]:
+    "Sum of log p(continuation | context) for each `(context, continuation)` pair (see `sma_kit.generate.score_pairs`)."
+    def score(inp, tgt): return [float(r.sum()) for r in np.asarray(_target_logp(model, jnp.asarray(inp, jnp.int32), jnp.asarray(tgt, jnp.int32)))]
+    return score_pairs(score, tok, pairs, int(model.cfg.max_seq_len), batch_size)

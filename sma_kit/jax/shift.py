@@ -9,6 +9,7 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from ..eval import routing_report_with
 from ..config import ModelConfig, ShiftConfig, SmaError, check_name, expert_ids
 from .model import (DecoderLM, Attention, SwiGLU, RMSNorm, attend, swiglu, dropout, _keys, as_dtype,
                                cross_entropy, state_dict, load_state_dict)
@@ -250,13 +251,10 @@ def gate_weights(model, ids_or_text, tok=None) -> np.ndarray:
     ids = np.asarray(ids_or_text, dtype=np.int32)[None, -model.cfg.max_seq_len:]
     return np.asarray(_gates(model, jnp.asarray(ids)))[:, 0]
 
+def _layer_mean_gates(model, x: np.ndarray) -> np.ndarray:
+    "Gate probabilities [B, T, E] of windows `x`, averaged over layers."
+    return np.asarray(_gates(model, jnp.asarray(x, jnp.int32))).mean(0)
+
 def routing_report(model, val: dict, seq_len: int, skip: int = 16, max_windows: int = 64, batch_size: int = 16) -> dict:
-    "{'experts', 'mean_gate': {domain: [E]}, 'accuracy': {domain: acc, 'overall': acc}} on validation windows."
-    from sma_kit.data import val_windows
-    from sma_kit.eval import routing_summary
-    out = {}
-    for name, stream in val.items():
-        x, _ = val_windows(stream, seq_len, name)
-        x = x[:max_windows].astype(np.int32)
-        out[name] = np.concatenate([np.asarray(_gates(model, jnp.asarray(x[i:i + batch_size]))).mean(0) for i in range(0, len(x), batch_size)])
-    return routing_summary(out, model.experts, skip)
+    "{'experts', 'mean_gate': {domain: [E]}, 'accuracy': {domain: acc, 'overall': acc}} on validation windows (`sma_kit.eval.routing_report_with`)."
+    return routing_report_with(_layer_mean_gates, model, val, seq_len, skip, max_windows, batch_size)

@@ -18,18 +18,19 @@ from ..config import ModelConfig, TrainConfig, ShiftConfig, SmaError, lr_at, par
 from ..checkpoint import check_output_dir as ckpt_check_output_dir
 from ..checkpoint import (atomic_write, resolve_dir, check_model_dir, check_tensor_names, read_safetensors_header,
                                 read_shift_config, CONFIG, WEIGHTS, TOKENIZER, TRAIN_STATE, SPECIALISTS)
-from ..data import val_windows, MixtureSampler, load_corpus_streams, specialist_corpora
-from ..loop import TrainLoop
-from .model import DecoderLM, state_dict, load_state_dict, tensor_shapes, generate, cross_entropy, token_nll
+from ..data import val_windows, MixtureSampler
+from ..loop import TrainLoop, generalist_inputs, specialist_inputs, check_generalist
+from ..eval import eval_domains_with
+from .model import DecoderLM, state_dict, load_state_dict, tensor_shapes, cross_entropy, token_nll
 from .shift import ShiftableLM, shift_loss_fn, routing_report, gate_weights
 
 # %% auto #0
-__all__ = ['MESH_AXES', 'RULES', 'maybe_initialize_distributed', 'pick_devices', 'parse_mesh', 'make_mesh', 'logical_spec',
-           'state_shardings', 'activation_sharding', 'shard_model', 'place_on_mesh', 'sharded_model', 'batch_shards',
-           'check_batch', 'put_batch', 'lr_schedule', 'decay_mask', 'make_optimizer', 'lm_loss', 'make_train_step',
-           'save_model', 'load_weights', 'load_model', 'eval_loss', 'orbax_steps', 'Trainer', 'check_output_dir',
-           'compute_dtype_for', 'train_generalist', 'eval_domains', 'load_for_inference', 'complete',
-           'train_specialists', 'plan', 'max_batch']
+__all__ = ['MESH_AXES', 'RULES', 'MAX_TO_KEEP', 'maybe_initialize_distributed', 'pick_devices', 'parse_mesh', 'make_mesh',
+           'logical_spec', 'state_shardings', 'activation_sharding', 'shard_model', 'place_on_mesh', 'sharded_model',
+           'batch_shards', 'check_batch', 'put_batch', 'lr_schedule', 'decay_mask', 'make_optimizer', 'lm_loss',
+           'make_train_step', 'save_model', 'load_weights', 'load_sharded', 'load_model', 'eval_loss', 'orbax_steps',
+           'Trainer', 'check_output_dir', 'compute_dtype_for', 'train_generalist', 'eval_domains', 'train_specialists',
+           'plan', 'max_batch']
 
 # %% ../../nbs/21_jax_train.ipynb #959efa08
 MESH_AXES = ("data", "fsdp")
@@ -224,8 +225,8 @@ def load_weights(model, path):
     check_tensor_names(hdr, tensor_shapes(model), path)
     return load_state_dict(model, load_file(str(path)), path)
 
-def load_model(model_dir, mesh: Mesh | None = None, compute_dtype=None, rules=RULES):
-    "(model, tokenizer) from a model directory: a `DecoderLM`, or a `ShiftableLM` if it has `specialists.json`."
+def load_sharded(model_dir, mesh: Mesh | None = None, compute_dtype=None, rules=RULES):
+    "(model, tokenizer) from a model directory, each parameter placed as the rules say on `mesh` (default device without one)."
     cfg, tok, _ = check_model_dir(model_dir)
     sc = read_shift_config(model_dir)
     model = nnx.eval_shape(lambda: DecoderLM(cfg, 0, compute_dtype) if sc is None else ShiftableLM(cfg, sc, 0, compute_dtype))
@@ -234,6 +235,12 @@ def load_model(model_dir, mesh: Mesh | None = None, compute_dtype=None, rules=RU
         v.set_value(jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=sh))
     if mesh is not None: model.act_sharding = activation_sharding(mesh, rules)
     return load_weights(model, Path(model_dir) / WEIGHTS), tok
+
+def load_model(model_dir, device="auto", routing: str | None = None, route_k: int | None = None):
+    "(model, tokenizer) on the first device of `device`: a `DecoderLM`, or a `ShiftableLM` (with `routing`/`route_k` set) if it has `specialists.json`."
+    with jax.default_device(pick_devices(device)[0]):
+        model, tok = load_sharded(model_dir)
+    return apply_routing(model, routing, route_k, model_dir), tok
 
 # %% ../../nbs/21_jax_train.ipynb #9954d29f
 @nnx.jit
@@ -382,75 +389,35 @@ def compute_dtype_for(precision: str, platform: str):
     if precision not in ("auto", "fp32", "bf16"): raise SmaError(f"--precision must be auto, fp32 or bf16, got {precision!r}")
     return "bfloat16" if precision == "bf16" or (precision == "auto" and platform == "tpu") else None
 
+MAX_TO_KEEP = 2   # orbax training states kept per run
+
 def train_generalist(data_dir, output_dir, cfg: ModelConfig | dict | None = None, tc: TrainConfig | None = None,
                      tokenizer: str = "bpe", vocab_size: int = 8192, val_fraction: float = 0.1, device: str = "auto",
-                     mesh=None, resume: bool = False, overwrite: bool = False, progress: bool = True, max_to_keep: int = 2) -> dict:
+                     mesh=None, resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
     "Train a generalist on `data_dir` (a DATA root's general/ or one folder) into `output_dir`, with JAX."
-    from sma_kit.data import resolve_data_dir, discover_domains, load_domain, token_stream, split_stream
-    from sma_kit.tokenizer import build_tokenizer, load_tokenizer
     tc = tc or TrainConfig()
     maybe_initialize_distributed()
     devices = pick_devices(device)
     mesh = mesh if isinstance(mesh, Mesh) else make_mesh(mesh, devices)
     check_batch(tc.batch_size, mesh)
-    domains = resolve_data_dir(data_dir)
-    name, files = next(iter(domains.items()))
-    all_domains = list(discover_domains(data_dir)) if (Path(data_dir) / "general").is_dir() else [name]
-    out = check_output_dir(output_dir, resume, overwrite, create=False)
-    docs = load_domain(files)["text"]
-    if resume: tok = load_tokenizer(out / TOKENIZER)
-    else: tok = build_tokenizer(tokenizer, docs, vocab_size, [d for d in all_domains])
-    train, val = split_stream(token_stream(docs, tok), val_fraction)
-    if isinstance(cfg, dict) or cfg is None: cfg = ModelConfig(**{"max_seq_len": tc.seq_len, **(cfg or {}), "vocab_size": tok.vocab_size})
-    if cfg.vocab_size != tok.vocab_size: raise SmaError(f"tokenizer has {tok.vocab_size} tokens but the model config says vocab_size {cfg.vocab_size}")
-    if tc.seq_len > cfg.max_seq_len: raise SmaError(f"--seq_len {tc.seq_len} is longer than the model's max_seq_len {cfg.max_seq_len}")
-    if val_fraction > 0: val_windows(val, tc.seq_len, f"{name} ({files[0].parent})")
-    sampler = MixtureSampler({name: train}, tc.seq_len, seed=tc.seed)
-    check_output_dir(out, resume, overwrite)
-    model = sharded_model(cfg, mesh, tc.seed, compute_dtype_for(tc.precision, devices[0].platform))
-    trainer = Trainer(model, tok, sampler, {name: val} if val_fraction > 0 else {}, tc, out, mesh, progress=progress, max_to_keep=max_to_keep)
-    if not resume and jax.process_index() == 0: tok.save(out / TOKENIZER)
+    g = generalist_inputs(data_dir, output_dir, cfg, tc, tokenizer, vocab_size, val_fraction, resume, overwrite, check_output_dir)
+    model = sharded_model(g.cfg, mesh, tc.seed, compute_dtype_for(tc.precision, devices[0].platform))
+    trainer = Trainer(model, g.tok, g.sampler, g.val, tc, g.out, mesh, progress=progress, max_to_keep=MAX_TO_KEEP)
+    if not resume and jax.process_index() == 0: g.tok.save(g.out / TOKENIZER)
     res = trainer.fit(resume=resume)
-    if val_fraction == 0: save_model(model, out, tok)
-    res.update(domain=name, n_params=model.num_params(), train_tokens=len(train), val_tokens=len(val))
-    return res
+    if val_fraction == 0: save_model(model, g.out, g.tok)
+    return {**res, **g.info, "n_params": model.num_params()}
 
 # %% ../../nbs/21_jax_train.ipynb #f8cebe54
-def eval_domains(model, tok, data_dir, seq_len: int | None = None, val_fraction: float = 0.1, batch_size: int = 32,
-                 mesh: Mesh | None = None) -> dict:
-    "`{domain: {val_loss, perplexity, val_tokens}}` on each domain's validation split."
-    from sma_kit.data import resolve_data_dir, discover_domains, domain_stream, split_stream
-    seq_len = seq_len or model.cfg.max_seq_len
-    doms = discover_domains(data_dir) if (Path(data_dir) / "general").is_dir() else resolve_data_dir(data_dir)
-    out = {}
-    for name, files in doms.items():
-        _, val = split_stream(domain_stream(files, tok), val_fraction)
-        loss = eval_loss(model, val, seq_len, batch_size, mesh, name=name)
-        out[name] = {"val_loss": loss, "perplexity": math.exp(loss), "val_tokens": int(len(val))}
-    return out
-
-def load_for_inference(model_dir, routing: str | None = None, route_k: int | None = None, mesh: Mesh | None = None):
-    "(model, tokenizer) with a shiftable model's routing set as asked (a generalist refuses --routing)."
-    model, tok = load_model(model_dir, mesh)
-    return apply_routing(model, routing, route_k, model_dir), tok
-
-def complete(model_dir, prompt: str, max_new_tokens: int = 100, temperature: float = 0.8, top_k: int | None = 50,
-             top_p: float | None = None, seed: int | None = None, device: str = "auto", routing: str | None = None,
-             route_k: int | None = None) -> str:
-    "The model's continuation of `prompt` (stops at end-of-text); `routing`/`route_k` for a shiftable model."
-    with jax.default_device(pick_devices(device)[0]):
-        model, tok = load_for_inference(model_dir, routing, route_k)
-        ids = tok.encode(prompt)
-        if not ids: raise SmaError("empty prompt: give some text to continue")
-        out = generate(model, np.array([ids]), max_new_tokens, temperature, top_k, top_p, [tok.eot_id], seed)[0].tolist()
-    if tok.eot_id in out: out = out[: out.index(tok.eot_id)]
-    return tok.decode(out)
+def eval_domains(model, tok, data_dir, seq_len: int | None = None, val_fraction: float = 0.1, batch_size: int = 32) -> dict:
+    "`{domain: {val_loss, perplexity, val_tokens}}` on each domain's validation split (`sma_kit.eval.eval_domains_with`)."
+    return eval_domains_with(eval_loss, model, tok, data_dir, seq_len, val_fraction, batch_size)
 
 # %% ../../nbs/21_jax_train.ipynb #fb0c3611
 def train_specialists(generalist_dir, output_dir, data_dir=None, domain_dirs: dict | None = None, specialists: list | None = None,
                       tc: TrainConfig | None = None, shift: dict | None = None, weights: dict | None = None,
-                      val_fraction: float = 0.1, device: str = "auto", resume: bool = False, overwrite: bool = False,
-                      progress: bool = True, mesh=None, max_to_keep: int = 2) -> dict:
+                      val_fraction: float = 0.1, device: str = "auto", mesh=None, resume: bool = False, overwrite: bool = False,
+                      progress: bool = True) -> dict:
     "Train a shiftable model (branches + gates) on every specialist domain plus general replay, with JAX."
     tc = tc or TrainConfig()
     ShiftConfig(**(shift or {}))  # bad shift settings fail before anything is loaded
@@ -458,21 +425,16 @@ def train_specialists(generalist_dir, output_dir, data_dir=None, domain_dirs: di
     devices = pick_devices(device)
     mesh = mesh if isinstance(mesh, Mesh) else make_mesh(mesh, devices)
     check_batch(tc.batch_size, mesh)
-    base, tok = load_model(generalist_dir, mesh, compute_dtype_for(tc.precision, devices[0].platform))
-    if isinstance(base, ShiftableLM): raise SmaError(f"{generalist_dir}: is already a shiftable model; give the generalist's dir")
-    if tc.seq_len > base.cfg.max_seq_len: raise SmaError(f"--seq_len {tc.seq_len} is longer than the generalist's max_seq_len {base.cfg.max_seq_len}")
-    names, use = specialist_corpora(data_dir, domain_dirs, specialists)
-    check_output_dir(output_dir, resume, overwrite, create=False)
-    train, val = load_corpus_streams(use, tok, val_fraction, tc.seq_len)
-    out = check_output_dir(output_dir, resume, overwrite)
-    sc = ShiftConfig(names, **(shift or {}))   # initialised directly in its shards (no device holds the whole model), then the base copied in
+    base, tok = load_sharded(generalist_dir, mesh, compute_dtype_for(tc.precision, devices[0].platform))
+    check_generalist(base, generalist_dir, tc)
+    s = specialist_inputs(tok, output_dir, tc, data_dir, domain_dirs, specialists, weights, val_fraction, resume, overwrite, check_output_dir)
+    sc = ShiftConfig(s.names, **(shift or {}))   # initialised directly in its shards (no device holds the whole model), then the base copied in
     model = sharded_model(base.cfg, mesh, tc.seed, base.compute_dtype, cls=lambda c, r, d, rm: ShiftableLM(c, sc, r, d, rm)).load_base(base)
-    sampler = MixtureSampler(train, tc.seq_len, weights or {d: 1.0 for d in train}, seed=tc.seed)
-    trainer = Trainer(model, tok, sampler, val if val_fraction > 0 else {}, tc, out, mesh, loss_fn=shift_loss_fn(expert_ids(list(train), model.experts)),
-                      wrt=model.trainable(), progress=progress, max_to_keep=max_to_keep)
+    trainer = Trainer(model, tok, s.sampler, s.val, tc, s.out, mesh, loss_fn=shift_loss_fn(expert_ids(list(s.train), model.experts)),
+                      wrt=model.trainable(), progress=progress, max_to_keep=MAX_TO_KEEP)
     res = trainer.fit(resume=resume)
-    if val_fraction == 0: save_model(model, out, tok)
-    res.update(specialists=names, domains=list(train), n_params=model.num_params(), n_trainable=model.num_params(trainable_only=True))
+    if val_fraction == 0: save_model(model, s.out, tok)
+    res.update(specialists=s.names, domains=list(s.train), n_params=model.num_params(), n_trainable=model.num_params(trainable_only=True))
     return res
 
 # %% ../../nbs/21_jax_train.ipynb #87fc4136

@@ -9,10 +9,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from ..config import ModelConfig, SmaError
+from ..generate import Completion, complete_with, score_pairs
 
 # %% auto #0
 __all__ = ['SMALL', 'RMSNorm', 'rope_tables', 'apply_rope', 'attend', 'Attention', 'swiglu', 'SwiGLU', 'Block', 'DecoderLM',
-           'filter_logits', 'generate']
+           'filter_logits', 'generate', 'RowStepper', 'complete', 'loglik']
 
 # %% ../../nbs/10_torch_model.ipynb #ca7effdd
 class _RMSNormFn(torch.autograd.Function):
@@ -210,3 +211,70 @@ def generate(model, idx, max_new_tokens: int = 64, temperature: float = 0.0, top
         logits = model(nxt[:, None], cache=cache, pos=T + i)[:, -1]
     model.train(was_training)
     return torch.stack(out, 1) if out else idx.new_zeros(B, 0)
+
+# %% ../../nbs/10_torch_model.ipynb #6ea29275
+def _device(model) -> torch.device:
+    p = next(iter(model.parameters()), None)
+    return p.device if p is not None else next(iter(model.buffers())).device
+
+def _take_rows(obj, rows):
+    "Keep batch rows `rows` of every tensor in a (nested) KV cache."
+    if isinstance(obj, dict): return {k: _take_rows(v, rows) for k, v in obj.items()}
+    if isinstance(obj, list): return [_take_rows(v, rows) for v in obj]
+    return obj.index_select(0, rows) if hasattr(obj, "index_select") else obj
+
+class RowStepper:
+    "The model side of `complete` for a batch of equal-length prompts (see `sma_kit.generate.complete_with`)."
+    def __init__(self, model, rows, temperature, top_k, top_p, gen):
+        self.model, self.sampling, self.gen = model, (temperature, top_k, top_p), gen
+        self.W = int(model.cfg.max_seq_len); self.keep_len = max(1, self.W - max(1, self.W // 4))
+        self.hist = torch.tensor(rows, dtype=torch.long, device=_device(model))
+        self._prefill()
+
+    def _prefill(self):
+        self.cache = self.model.new_cache(self.hist.shape[0])
+        self.logits = self.model(self.hist, cache=self.cache, pos=0)[:, -1]
+        self.cur = self.hist.shape[1]
+
+    def sample(self) -> list[int]:
+        t, k, p = self.sampling
+        if t <= 0: self.nxt = self.logits.argmax(-1)
+        else: self.nxt = torch.multinomial(filter_logits(self.logits, t, k, p).softmax(-1), 1, generator=self.gen)[:, 0]
+        return self.nxt.tolist()
+
+    def advance(self, keep: list[int]):
+        hist, nxt = torch.cat([self.hist, self.nxt[:, None]], 1)[:, -self.W:], self.nxt
+        if len(keep) < len(hist):
+            idx = torch.tensor(keep, device=hist.device)
+            hist, nxt, self.cache = hist[idx], nxt[idx], _take_rows(self.cache, idx)
+        self.hist = hist
+        if self.cur >= self.W:                              # window full: slide and re-encode
+            self.hist = hist[:, -self.keep_len:]; self._prefill()
+        else:
+            self.logits = self.model(nxt[:, None], cache=self.cache, pos=self.cur)[:, -1]; self.cur += 1
+
+# %% ../../nbs/10_torch_model.ipynb #c2f3cb7d
+def complete(model, tok, prompts, max_new_tokens: int = 100, temperature: float = 0.8, top_k: int | None = 50,
+             top_p: float | None = None, stop=None, seed: int | None = None, batch_size: int = 16) -> list[Completion]:
+    "One `sma_kit.generate.Completion` per prompt (a str or a list of str): the model's continuation, cut at end-of-text and stop strings."
+    gen = torch.Generator(device=_device(model))
+    if seed is None: gen.seed()
+    else: gen.manual_seed(int(seed))
+    was = model.training; model.eval()
+    try:
+        with torch.no_grad():
+            start = lambda rows: RowStepper(model, rows, temperature, top_k, top_p, gen)
+            return complete_with(start, tok, prompts, int(model.cfg.max_seq_len), max_new_tokens, stop, batch_size)
+    finally: model.train(was)
+
+def loglik(model, tok, pairs, batch_size: int = 16) -> list[float]:
+    "Sum of log p(continuation | context) for each `(context, continuation)` pair (see `sma_kit.generate.score_pairs`)."
+    dev = _device(model)
+    def score(inp, tgt):
+        inp, tgt = torch.from_numpy(inp).to(dev), torch.from_numpy(tgt).to(dev)
+        lp = F.log_softmax(model(inp).float(), -1).gather(-1, tgt.clamp(min=0)[..., None])[..., 0] * (tgt >= 0)
+        return [float(r.sum()) for r in lp]
+    was = model.training; model.eval()
+    try:
+        with torch.no_grad(): return score_pairs(score, tok, pairs, int(model.cfg.max_seq_len), batch_size)
+    finally: model.train(was)

@@ -5,10 +5,12 @@
 # %% ../../nbs/11_torch_shift.ipynb #f554d3b2
 from __future__ import annotations
 import copy, math
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from ..config import ModelConfig, SmaError, ShiftConfig, check_name, expert_ids
+from ..eval import routing_report_with
 from .model import DecoderLM, RMSNorm, Attention, SwiGLU, attend, swiglu
 
 # %% auto #0
@@ -236,7 +238,7 @@ def shift_loss(model, x, y, dom, targets: torch.Tensor):
 
 # %% ../../nbs/11_torch_shift.ipynb #8b823648
 @torch.no_grad()
-def gate_weights(model, ids_or_text, tok=None) -> "np.ndarray":
+def gate_weights(model, ids_or_text, tok=None) -> np.ndarray:
     "Gate probabilities [layers, tokens, experts] for one text (with `tok`) or sequence of token ids (its last max_seq_len)."
     if isinstance(ids_or_text, str):
         if tok is None: raise SmaError("gate_weights of a text needs the tokenizer: gate_weights(model, text, tok)")
@@ -247,18 +249,14 @@ def gate_weights(model, ids_or_text, tok=None) -> "np.ndarray":
     model.train(was)
     return g
 
+def _layer_mean_gates(model, x: np.ndarray) -> np.ndarray:
+    "Gate probabilities [B, T, E] of windows `x`, averaged over layers."
+    model(torch.from_numpy(x).to(model.embed.weight.device))
+    return model.gate_probs().mean(0).float().cpu().numpy()
+
 @torch.no_grad()
 def routing_report(model, val: dict, seq_len: int, skip: int = 16, max_windows: int = 64, batch_size: int = 16) -> dict:
-    "{'experts', 'mean_gate': {domain: [E]}, 'accuracy': {domain: acc, 'overall': acc}} on validation windows (`sma_kit.eval.routing_summary`)."
-    from sma_kit.data import val_windows
-    from sma_kit.eval import routing_summary
+    "{'experts', 'mean_gate': {domain: [E]}, 'accuracy': {domain: acc, 'overall': acc}} on validation windows (`sma_kit.eval.routing_report_with`)."
     was = model.training; model.eval()
-    dev = model.embed.weight.device
-    gates = {}
-    for name, stream in val.items():
-        x, _ = val_windows(stream, seq_len, name)
-        x = x[:max_windows]
-        probs = torch.cat([(model(torch.from_numpy(x[i:i + batch_size]).to(dev)), model.gate_probs())[1] for i in range(0, len(x), batch_size)], 1)
-        gates[name] = probs.mean(0).float().cpu().numpy()      # [N, T, E]: averaged over layers
-    model.train(was)
-    return routing_summary(gates, model.experts, skip)
+    try: return routing_report_with(_layer_mean_gates, model, val, seq_len, skip, max_windows, batch_size)
+    finally: model.train(was)

@@ -5,31 +5,37 @@
 # %% ../../nbs/12_torch_train.ipynb #7626de67
 from __future__ import annotations
 import json, os, contextlib
+from functools import partial
 from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file, load_file
-from ..config import ModelConfig, TrainConfig, SmaError, lr_at
+from ..config import ModelConfig, TrainConfig, ShiftConfig, SmaError, lr_at, apply_routing
 from ..checkpoint import (atomic_write, atomic_dir, resolve_dir, check_model_dir, check_tensor_names,
-                                read_safetensors_header, read_shift_config, check_output_dir, CONFIG, WEIGHTS, TOKENIZER, TRAIN_STATE, SPECIALISTS)
-from ..data import val_windows, MixtureSampler, load_corpus_streams, specialist_corpora
-from ..loop import TrainLoop
+                                read_safetensors_header, read_shift_config, CONFIG, WEIGHTS, TOKENIZER, TRAIN_STATE, SPECIALISTS)
+from ..data import val_windows, MixtureSampler
+from ..loop import TrainLoop, generalist_inputs, specialist_inputs, check_generalist
+from ..eval import eval_domains_with
 from .model import DecoderLM
-from ..config import ShiftConfig
-from .shift import ShiftableLM, shift_loss, expert_targets, routing_report
+from .shift import ShiftableLM, shift_loss, expert_targets
 
 # %% auto #0
-__all__ = ['pick_device', 'autocast_for', 'save_model', 'load_weights', 'load_model', 'eval_loss', 'lm_loss', 'Trainer',
-           'trainer_for', 'train_generalist', 'eval_domains', 'train_specialists']
+__all__ = ['XLA_HOOKS', 'pick_device', 'autocast_for', 'save_model', 'load_weights', 'load_model', 'eval_loss', 'lm_loss',
+           'Trainer', 'trainer_for', 'train_generalist', 'eval_domains', 'train_specialists']
 
 # %% ../../nbs/12_torch_train.ipynb #0e9f3501
-def pick_device(device: str = "auto") -> torch.device:
+XLA_HOOKS: dict = {}   # filled by sma_kit.torch.xla when it is imported: "device" (xla_device) and "trainer" (see `trainer_for`)
+
+def _xla_hook(name: str):
+    if name not in XLA_HOOKS: raise SmaError("--device xla needs sma_kit.torch.xla, which is not loaded (import sma_kit.torch)")
+    return XLA_HOOKS[name]
+
+def pick_device(device: str | torch.device = "auto") -> torch.device:
     "'auto' (CUDA if present, else CPU), 'cpu', 'cuda', 'cuda:N', 'mps', or 'xla'/'xla:N' (needs torch_xla)."
-    if device == "auto": return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if str(device).startswith("xla"):
-        from sma_kit.torch.xla import xla_device
-        return xla_device(device)
+    if isinstance(device, torch.device): return device
+    if device in (None, "auto"): return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if str(device).startswith("xla"): return _xla_hook("device")(device)
     try: d = torch.device(device)
     except RuntimeError: raise SmaError(f"--device {device!r} is not a torch device (use auto, cpu, cuda, cuda:N or mps)") from None
     if d.type == "cuda" and not torch.cuda.is_available(): raise SmaError(f"--device {device}: no CUDA device is available")
@@ -61,13 +67,13 @@ def load_weights(model, path):
     model.load_state_dict(load_file(str(path)))
     return model
 
-def load_model(model_dir, device: str | torch.device = "cpu"):
-    "(model in eval mode, tokenizer) from a model directory: a `DecoderLM`, or a `ShiftableLM` if it has `specialists.json`."
+def load_model(model_dir, device="auto", routing: str | None = None, route_k: int | None = None):
+    "(model in eval mode, tokenizer) from a model directory: a `DecoderLM`, or a `ShiftableLM` (with `routing`/`route_k` set) if it has `specialists.json`."
     cfg, tok, _ = check_model_dir(model_dir)
     sc = read_shift_config(model_dir)
     model = DecoderLM(cfg) if sc is None else ShiftableLM(cfg, sc)
-    model = load_weights(model, Path(model_dir) / WEIGHTS)
-    return model.to(device).eval(), tok
+    model = load_weights(model, Path(model_dir) / WEIGHTS).to(pick_device(device)).eval()
+    return apply_routing(model, routing, route_k, model_dir), tok
 
 # %% ../../nbs/12_torch_train.ipynb #e43241ed
 @torch.no_grad()
@@ -172,81 +178,47 @@ class Trainer(TrainLoop):
 
 # %% ../../nbs/12_torch_train.ipynb #49175a1e
 def trainer_for(device: str = "auto", mesh=None):
-    "(Trainer class or factory, device): the XLA trainer for 'xla'/'xla:N' or a `mesh`, else the eager one."
-    if str(device).startswith("xla") or mesh is not None:
-        from functools import partial
-        from sma_kit.torch.xla import XlaTrainer, xla_device, xla_mesh
-        if mesh is not None and not hasattr(mesh, "get_logical_mesh"): mesh = xla_mesh(mesh)
-        return partial(XlaTrainer, mesh=mesh), xla_device(device if str(device).startswith("xla") else "xla", spmd=mesh is not None)
+    "(Trainer class or factory, device): the XLA trainer (registered by `sma_kit.torch.xla`) for 'xla'/'xla:N' or a `mesh`, else the eager one."
+    if str(device).startswith("xla") or mesh is not None: return _xla_hook("trainer")(device, mesh)
     return Trainer, pick_device(device)
 
 def train_generalist(data_dir, output_dir, cfg: ModelConfig | dict | None = None, tc: TrainConfig | None = None,
                      tokenizer: str = "bpe", vocab_size: int = 8192, val_fraction: float = 0.1, device: str = "auto",
-                     resume: bool = False, overwrite: bool = False, progress: bool = True, mesh=None) -> dict:
+                     mesh=None, resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
     "Train a generalist on `data_dir` (a DATA root's general/ or one folder) into `output_dir` (`mesh`: SPMD over XLA devices)."
-    from sma_kit.data import resolve_data_dir, discover_domains, load_domain, token_stream, split_stream
-    from sma_kit.tokenizer import build_tokenizer, load_tokenizer
     tc = tc or TrainConfig()
     make_trainer, dev = trainer_for(device, mesh)
-    domains = resolve_data_dir(data_dir)
-    name, files = next(iter(domains.items()))
-    all_domains = list(discover_domains(data_dir)) if (Path(data_dir) / "general").is_dir() else [name]
-    out = check_output_dir(output_dir, resume, overwrite, create=False)
-    docs = load_domain(files)["text"]
-    if resume: tok = load_tokenizer(out / TOKENIZER)
-    else: tok = build_tokenizer(tokenizer, docs, vocab_size, [d for d in all_domains])
-    train, val = split_stream(token_stream(docs, tok), val_fraction)
-    if isinstance(cfg, dict) or cfg is None: cfg = ModelConfig(**{"max_seq_len": tc.seq_len, **(cfg or {}), "vocab_size": tok.vocab_size})
-    if cfg.vocab_size != tok.vocab_size: raise SmaError(f"tokenizer has {tok.vocab_size} tokens but the model config says vocab_size {cfg.vocab_size}")
-    if val_fraction > 0: val_windows(val, tc.seq_len, f"{name} ({files[0].parent})")
-    check_output_dir(out, resume, overwrite)
+    g = generalist_inputs(data_dir, output_dir, cfg, tc, tokenizer, vocab_size, val_fraction, resume, overwrite)
     torch.manual_seed(tc.seed)
-    model = DecoderLM(cfg)
-    sampler = MixtureSampler({name: train}, tc.seq_len, seed=tc.seed)
-    trainer = make_trainer(model, tok, sampler, {name: val} if val_fraction > 0 else {}, tc, out, dev, progress=progress)
-    if not resume: tok.save(out / TOKENIZER)
+    model = DecoderLM(g.cfg)
+    trainer = make_trainer(model, g.tok, g.sampler, g.val, tc, g.out, dev, progress=progress)
+    if not resume: g.tok.save(g.out / TOKENIZER)
     res = trainer.fit(resume=resume)
-    if val_fraction == 0: save_model(model, out, tok)
-    res.update(domain=name, n_params=model.num_params(), train_tokens=len(train), val_tokens=len(val))
-    return res
+    if val_fraction == 0: save_model(model, g.out, g.tok)
+    return {**res, **g.info, "n_params": model.num_params()}
 
 # %% ../../nbs/12_torch_train.ipynb #d97d79be
 def eval_domains(model, tok, data_dir, seq_len: int | None = None, val_fraction: float = 0.1, batch_size: int = 32) -> dict:
-    "`{domain: {val_loss, perplexity, val_tokens}}` on each domain's validation split."
-    import math
-    from sma_kit.data import resolve_data_dir, discover_domains, domain_stream, split_stream
-    seq_len = seq_len or model.cfg.max_seq_len
-    doms = discover_domains(data_dir) if (Path(data_dir) / "general").is_dir() else resolve_data_dir(data_dir)
-    out = {}
-    for name, files in doms.items():
-        _, val = split_stream(domain_stream(files, tok), val_fraction)
-        loss = eval_loss(model, val, seq_len, batch_size, name=name)
-        out[name] = {"val_loss": loss, "perplexity": math.exp(loss), "val_tokens": int(len(val))}
-    return out
+    "`{domain: {val_loss, perplexity, val_tokens}}` on each domain's validation split (`sma_kit.eval.eval_domains_with`)."
+    return eval_domains_with(eval_loss, model, tok, data_dir, seq_len, val_fraction, batch_size)
 
 # %% ../../nbs/12_torch_train.ipynb #43d2ea4b
 def train_specialists(generalist_dir, output_dir, data_dir=None, domain_dirs: dict | None = None, specialists: list | None = None,
                       tc: TrainConfig | None = None, shift: dict | None = None, weights: dict | None = None,
-                      val_fraction: float = 0.1, device: str = "auto", resume: bool = False, overwrite: bool = False,
-                      progress: bool = True, mesh=None) -> dict:
+                      val_fraction: float = 0.1, device: str = "auto", mesh=None, resume: bool = False, overwrite: bool = False,
+                      progress: bool = True) -> dict:
     "Train a shiftable model (branches + gates) on every specialist domain plus general replay."
-    from functools import partial
     tc = tc or TrainConfig()
     ShiftConfig(**(shift or {}))  # bad shift settings fail before anything is loaded
     make_trainer, dev = trainer_for(device, mesh)
-    base, tok = load_model(generalist_dir)
-    if isinstance(base, ShiftableLM): raise SmaError(f"{generalist_dir}: is already a shiftable model; give the generalist's dir")
-    if tc.seq_len > base.cfg.max_seq_len: raise SmaError(f"--seq_len {tc.seq_len} is longer than the generalist's max_seq_len {base.cfg.max_seq_len}")
-    names, use = specialist_corpora(data_dir, domain_dirs, specialists)
-    check_output_dir(output_dir, resume, overwrite, create=False)
-    train, val = load_corpus_streams(use, tok, val_fraction, tc.seq_len)
-    out = check_output_dir(output_dir, resume, overwrite)
+    base, tok = load_model(generalist_dir, "cpu")
+    check_generalist(base, generalist_dir, tc)
+    s = specialist_inputs(tok, output_dir, tc, data_dir, domain_dirs, specialists, weights, val_fraction, resume, overwrite)
     torch.manual_seed(tc.seed)
-    model = ShiftableLM.from_base_model(base, names, **(shift or {}))
-    sampler = MixtureSampler(train, tc.seq_len, weights or {d: 1.0 for d in train}, seed=tc.seed)
-    loss = partial(shift_loss, targets=expert_targets(list(train), model.experts))
-    trainer = make_trainer(model, tok, sampler, val if val_fraction > 0 else {}, tc, out, dev, loss_fn=loss, progress=progress)
+    model = ShiftableLM.from_base_model(base, s.names, **(shift or {}))
+    loss = partial(shift_loss, targets=expert_targets(list(s.train), model.experts))
+    trainer = make_trainer(model, tok, s.sampler, s.val, tc, s.out, dev, loss_fn=loss, progress=progress)
     res = trainer.fit(resume=resume)
-    if val_fraction == 0: save_model(model, out, tok)
-    res.update(specialists=names, domains=list(train), n_params=model.num_params(), n_trainable=model.num_params(trainable_only=True))
+    if val_fraction == 0: save_model(model, s.out, tok)
+    res.update(specialists=s.names, domains=list(s.train), n_params=model.num_params(), n_trainable=model.num_params(trainable_only=True))
     return res

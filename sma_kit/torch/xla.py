@@ -10,14 +10,16 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 from ..config import TrainConfig, SmaError, lr_at
+from ..backend import MESH_AXES, resolve_mesh
 from ..data import val_windows, MixtureSampler
-from .train import Trainer, autocast_for, lm_loss
+from .train import Trainer, autocast_for, lm_loss, train_generalist, train_specialists, XLA_HOOKS
 from .shift import ShiftableLM
 
 # %% auto #0
-__all__ = ['XLA_PIN', 'INSTALL_XLA', 'MESH_AXES', 'check_xla_versions', 'xla_available', 'require_xla', 'xla_device',
-           'compile_count', 'parse_mesh', 'fsdp_spec', 'xla_mesh', 'batch_shards', 'shard_model', 'to_xla', 'put_batch',
-           'host_copy', 'pad_batch', 'xla_eval_loss', 'XlaTrainer', 'xla_train_generalist', 'xla_train_specialists']
+__all__ = ['XLA_PIN', 'INSTALL_XLA', 'check_xla_versions', 'xla_available', 'require_xla', 'xla_device', 'compile_count',
+           'mesh_shape', 'fsdp_spec', 'xla_mesh', 'batch_shards', 'shard_model', 'to_xla', 'put_batch', 'host_copy',
+           'pad_batch', 'xla_eval_loss', 'XlaTrainer', 'xla_trainer_for', 'xla_train_generalist',
+           'xla_train_specialists']
 
 # %% ../../nbs/13_torch_xla.ipynb #ec1aa33e
 XLA_PIN = "2.9.0"   # the torch_xla release the kit is tested with, and the torch it is built against
@@ -81,18 +83,10 @@ def compile_count() -> int:
     return 0 if d is None else int(d[0])
 
 # %% ../../nbs/13_torch_xla.ipynb #4eebeb15
-MESH_AXES = ("data", "fsdp")
-
-def parse_mesh(shape, n: int) -> tuple[int, int]:
-    "(data, fsdp) for `n` devices from None/'auto' (1, n), 'D,F', 'DxF' or a pair; one entry may be -1 (the rest)."
-    if shape is None or shape in ("", "auto"): return 1, n
-    parts = shape.replace("x", ",").split(",") if isinstance(shape, str) else list(shape)
-    try: d, f = (int(p) for p in parts)
-    except (TypeError, ValueError): raise SmaError(f"--mesh {shape!r}: give two integers data,fsdp such as 1,8") from None
-    if d == -1 and f > 0 and n % f == 0: d = n // f
-    elif f == -1 and d > 0 and n % d == 0: f = n // d
-    if d < 1 or f < 1 or d * f != n:
-        raise SmaError(f"--mesh {shape!r}: data x fsdp must use all {n} XLA devices of this process (e.g. 1,{n})")
+def mesh_shape(spec, n: int) -> tuple[int, int]:
+    "(data, fsdp) for the `n` devices of this process from a mesh spec (`sma_kit.backend.parse_mesh`; default (1, n))."
+    d, f = resolve_mesh(spec, n) or (1, n)
+    if d * f != n: raise SmaError(f"--mesh {spec!r}: data x fsdp must use all {n} XLA devices of this process (e.g. 1,{n})")
     return d, f
 
 def fsdp_spec(name: str, shape: tuple, d_model: int, fsdp: int) -> tuple:
@@ -110,7 +104,7 @@ def xla_mesh(shape=None):
     import torch_xla.runtime as xr, torch_xla.distributed.spmd as xs
     _use_spmd()
     n = xr.global_runtime_device_count()
-    return xs.Mesh(np.arange(n), parse_mesh(shape, n), MESH_AXES)
+    return xs.Mesh(np.arange(n), mesh_shape(shape, n), MESH_AXES)
 
 def batch_shards(mesh) -> int:
     "Into how many slices a batch is split (data x fsdp; 1 without a mesh)."
@@ -313,12 +307,19 @@ class XlaTrainer(Trainer):
         return super().fit(resume)
 
 # %% ../../nbs/13_torch_xla.ipynb #b689789f
+def xla_trainer_for(device="xla", mesh=None):
+    "(XLA trainer factory, XLA device) for `sma_kit.torch.train.trainer_for`; `mesh` ('auto', 'D,F' or a Mesh) trains SPMD."
+    require_xla()
+    if mesh is not None and not hasattr(mesh, "get_logical_mesh"): mesh = xla_mesh(mesh)
+    dev = xla_device(device if str(device).startswith("xla") else "xla", spmd=mesh is not None)
+    return functools.partial(XlaTrainer, mesh=mesh), dev
+
+XLA_HOOKS.update(device=xla_device, trainer=xla_trainer_for)
+
 def xla_train_generalist(data_dir, output_dir, *args, device: str = "xla", mesh=None, **kw) -> dict:
     "`train_generalist` on an XLA device; `mesh` ('auto', 'D,F') trains SPMD-sharded over every device."
-    from sma_kit.torch.train import train_generalist
     return train_generalist(data_dir, output_dir, *args, device=device, mesh=mesh, **kw)
 
 def xla_train_specialists(generalist_dir, output_dir, *args, device: str = "xla", mesh=None, **kw) -> dict:
     "`train_specialists` on an XLA device; `mesh` as for `xla_train_generalist`."
-    from sma_kit.torch.train import train_specialists
     return train_specialists(generalist_dir, output_dir, *args, device=device, mesh=mesh, **kw)
