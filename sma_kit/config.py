@@ -4,13 +4,17 @@
 
 # %% ../nbs/00_config.ipynb #123d7d27
 from __future__ import annotations
-import dataclasses, json, math, re
+import dataclasses, functools, inspect, json, math, re, typing
 from dataclasses import dataclass, asdict, fields, field
 from pathlib import Path
+from fastcore.docments import docments
+from fastcore.script import Param
+
 
 # %% auto #0
 __all__ = ['PRESETS', 'NAME_RE', 'RESERVED', 'SmaError', 'ModelConfig', 'preset', 'param_count', 'flops_per_token', 'TrainConfig',
-           'lr_at', 'check_name', 'ShiftConfig', 'expert_ids', 'apply_routing']
+           'lr_at', 'check_name', 'ShiftConfig', 'expert_ids', 'apply_routing', 'SampleConfig', 'field_flags',
+           'config_flags', 'flag_values']
 
 # %% ../nbs/00_config.ipynb #b388e855
 class SmaError(ValueError):
@@ -20,18 +24,18 @@ class SmaError(ValueError):
 @dataclass
 class ModelConfig:
     "Shape of a decoder-only LM (and of the shiftable model built on it)."
-    vocab_size: int = 49152
-    d_model: int = 256
-    n_layers: int = 4
-    n_heads: int = 8
-    n_kv_heads: int | None = None  # None = n_heads (plain MHA); 1 = multi-query attention
+    vocab_size: int = 49152        # tokens in the vocabulary (the tokenizer's size)
+    d_model: int = 256             # hidden width
+    n_layers: int = 4              # transformer blocks
+    n_heads: int = 8               # attention heads
+    n_kv_heads: int | None = None  # key/value heads: None = n_heads (plain MHA); 1 = multi-query attention
     ffn_dim: int = 1024            # hidden width of the SwiGLU FFN
-    max_seq_len: int = 128
-    rope_theta: float = 10000.0
-    norm_eps: float = 1e-5
-    dropout: float = 0.0
-    tie_embeddings: bool = True
-    dtype: str = "float32"        # parameter dtype; compute dtype is a training choice
+    max_seq_len: int = 128         # longest sequence (RoPE tables and position limit)
+    rope_theta: float = 10000.0    # RoPE base frequency
+    norm_eps: float = 1e-5         # RMSNorm epsilon
+    dropout: float = 0.0           # dropout rate
+    tie_embeddings: bool = True    # the output head shares the embedding matrix
+    dtype: str = "float32"         # parameter dtype (float32, bfloat16, float16); compute dtype is a training choice
 
     def __post_init__(self):
         if self.n_kv_heads is None: self.n_kv_heads = self.n_heads
@@ -108,24 +112,24 @@ def flops_per_token(cfg: ModelConfig, seq_len: int | None = None, training: bool
 @dataclass
 class TrainConfig:
     "Optimisation and bookkeeping settings shared by the PyTorch and JAX trainers."
-    batch_size: int = 32
-    seq_len: int = 128
-    max_steps: int | None = None     # None: derived from `epochs`
-    epochs: float = 1.0
-    lr: float = 3e-4
-    min_lr: float | None = None      # None: lr / 10
-    warmup_steps: int = 100
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0
-    grad_accum: int = 1
-    eval_every: int = 250
-    log_every: int = 10
-    patience: int | None = None      # evaluations without improvement before stopping early
-    min_delta: float = 0.0
-    seed: int = 1337
-    precision: str = "auto"          # auto | fp32 | bf16
+    batch_size: int = 32             # windows per micro-step
+    seq_len: int = 128               # tokens per training window
+    max_steps: int | None = None     # optimizer steps (None: derived from `epochs`)
+    epochs: float = 5.0              # passes over the training windows (unless max_steps)
+    lr: float = 3e-4                 # peak learning rate
+    min_lr: float | None = None      # final learning rate of the cosine (None: lr / 10)
+    warmup_steps: int = 100          # linear warmup steps
+    weight_decay: float = 0.1        # AdamW weight decay on matrices
+    beta1: float = 0.9               # AdamW beta1
+    beta2: float = 0.95              # AdamW beta2
+    grad_clip: float = 1.0           # clip the global gradient norm (0 = off)
+    grad_accum: int = 1              # micro-steps per optimizer step
+    eval_every: int = 250            # steps between validations
+    log_every: int = 10              # steps between metrics.jsonl lines
+    patience: int | None = None      # validations without improvement before stopping early
+    min_delta: float = 0.0           # an improvement smaller than this does not count
+    seed: int = 1337                 # seed for init, data order and sampling
+    precision: str = "auto"          # auto, fp32 or bf16
     stop_after: int | None = None    # interrupt after this step (saves train_state; for time boxes and resume tests)
 
     def __post_init__(self):
@@ -164,16 +168,16 @@ def check_name(name: str) -> str:
 
 @dataclass
 class ShiftConfig:
-    specialists: list = field(default_factory=list)
-    expert_site: str = "attention"   # attention | ffn | both
-    branch: str = "copy"             # copy | lora
-    lora_rank: int = 8
-    routing: str = "soft"            # soft | topk | hard
-    top_k: int = 1
+    specialists: list = field(default_factory=list)  # specialist names (one expert each, besides the base)
+    expert_site: str = "attention"   # where experts sit: attention, ffn or both
+    branch: str = "copy"             # copy (full copies of the base) or lora
+    lora_rank: int = 8               # rank of LoRA branches
+    routing: str = "soft"            # soft, topk or hard
+    top_k: int = 1                   # experts per token with topk routing
     gate_input: str = "prefix"       # token: x_t only; prefix: causal mean of x_1..x_t
     lb_alpha: float = 0.01           # Switch load-balancing loss weight
     domain_alpha: float = 0.1        # domain-supervised gate loss weight
-    freeze_embeddings: bool = True
+    freeze_embeddings: bool = True   # keep the embeddings (and tied head) frozen
 
     def __post_init__(self):
         self.specialists = [check_name(n) for n in self.specialists]
@@ -199,3 +203,63 @@ def apply_routing(model, routing: str | None = None, top_k: int | None = None, w
     if not (routing or top_k): return model
     if not hasattr(model, "set_routing"): raise SmaError(f"{where}: routing applies to a shiftable model, this is a generalist")
     return model.set_routing(routing, top_k)
+
+# %% ../nbs/00_config.ipynb #d2e0b1a1
+@dataclass
+class SampleConfig:
+    "How text is sampled from a model."
+    max_new_tokens: int = 100        # tokens to generate at most
+    temperature: float = 0.8         # 0 = greedy
+    top_k: int | None = 50           # sample from the k most likely tokens (None or 0: all)
+    top_p: float | None = None       # nucleus sampling mass (None: off)
+    seed: int | None = None          # seed for reproducible samples (None: a fresh sample each time)
+
+
+# %% ../nbs/00_config.ipynb #c1f1a9e1
+class _FieldFlag(Param):
+    "A `Param` made from a config field that `anno_parser` can set up again on every parse."
+    def __init__(self, help, type):
+        super().__init__(help, type)
+        self._fresh = dict(self.__dict__)
+    def set_default(self, d):
+        self.__dict__.update(self._fresh)
+        super().set_default(d)
+
+def _flag_type(anno):
+    "int, float, str or bool for a scalar field annotation (`int | None` -> int), else None."
+    args = [a for a in typing.get_args(anno) if a is not type(None)] or [anno]
+    return args[0] if len(args) == 1 and args[0] in (int, float, str, bool) else None
+
+def field_flags(cls) -> dict:
+    "{field: (type, default, help)} for the scalar fields of config dataclass `cls`, help from each field's comment."
+    docs, hints = docments(cls, full=True), typing.get_type_hints(cls)
+    return {f.name: (t, f.default, docs[f.name].docment or "") for f in fields(cls)
+            if (t := _flag_type(hints[f.name])) and f.default is not dataclasses.MISSING}
+
+
+# %% ../nbs/00_config.ipynb #c1f1a9e3
+def config_flags(*classes, rename: dict | None = None, skip=()):
+    "Decorator for a `call_parse` function: the scalar fields of `classes` (but `skip`) become its keyword flags, passed in `**kw`."
+    by_field = {v: k for k, v in (rename or {}).items()}   # rename: {flag: field}
+    def deco(f):
+        sig = inspect.signature(f, eval_str=True)
+        own = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
+        taken, extra = {p.name for p in own}, []
+        for cls in classes:
+            for name, (typ, default, help) in field_flags(cls).items():
+                flag = by_field.get(name, name)
+                if name in skip or flag in taken: continue
+                taken.add(flag)
+                extra.append(inspect.Parameter(flag, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=_FieldFlag(help, typ)))
+        defaults = {p.name: p.default for p in extra}
+        @functools.wraps(f)
+        def _f(*args, **kw): return f(*args, **{**defaults, **kw})
+        _f.__signature__ = sig.replace(parameters=own + extra)
+        return _f
+    return deco
+
+def flag_values(cls, kw: dict, rename: dict | None = None) -> dict:
+    "The fields of config dataclass `cls` found in the parsed flags `kw` (renamed flags mapped back to their field)."
+    names, rename = {f.name for f in fields(cls)}, rename or {}
+    return {rename.get(k, k): v for k, v in kw.items() if rename.get(k, k) in names}
+

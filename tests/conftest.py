@@ -1,4 +1,4 @@
-import os, subprocess, sys, hashlib
+import atexit, os, shutil, subprocess, sys, hashlib, tempfile
 from pathlib import Path
 import pytest
 
@@ -6,12 +6,23 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 BIN = Path(sys.executable).parent
+_RUNNERS = Path(tempfile.mkdtemp(prefix="sma_cli_"))
+atexit.register(shutil.rmtree, _RUNNERS, True)
+
+
+def console_scripts() -> dict[str, str]:
+    "{script name: 'module:function'} from settings.ini, the checkout's own entry points."
+    from configparser import ConfigParser
+    cp = ConfigParser(); cp.read(Path(__file__).resolve().parents[1] / "settings.ini")
+    return dict(l.strip().split("=", 1) for l in cp["DEFAULT"]["console_scripts"].splitlines() if l.strip())
 
 
 def run_cli(name, *args, timeout=600, env=None):
-    "Run a console script of the kit; returns CompletedProcess with text stdout/stderr."
-    exe = BIN / name
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-c", f"import sys; from sma_kit.cli import {name}; sys.exit({name}())", *[]]
+    "Run a console script of the kit as settings.ini declares it (an installed entry point may be stale); returns CompletedProcess with text stdout/stderr."
+    mod, fn = console_scripts()[name].split(":")
+    script = _RUNNERS / name      # a file, as an entry point is: call_parse parses argv only when called from a script's top level
+    if not script.exists(): script.write_text(f"import sys\nfrom {mod} import {fn}\nsys.exit({fn}())\n")
+    cmd = [sys.executable, str(script)]
     e = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **(env or {})}
     return subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True, timeout=timeout, env=e)
 

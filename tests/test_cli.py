@@ -1,8 +1,12 @@
 "End to end: the console scripts train, evaluate and sample; every bad input gets one clear line."
-import json, shutil
+import dataclasses, inspect, json, os, shutil
+from importlib import import_module
 from pathlib import Path
 import pytest
-from conftest import run_cli, sha, TINY, one_error_line
+from fastcore.script import anno_parser
+from conftest import run_cli, sha, TINY, one_error_line, console_scripts
+from sma_kit import config as C
+from sma_kit.cli import RENAME
 
 
 
@@ -53,15 +57,30 @@ def test_generate_is_seeded(trained):
     assert a.stdout == b.stdout and a.stdout.startswith("3 little") and len(a.stdout) > len("3 little")
 
 
+def tensors(model_dir):
+    from safetensors.numpy import load_file
+    return load_file(str(Path(model_dir) / "model.safetensors"))
+
+
 def test_resume_continues_to_the_same_weights(tiny_corpus, tmp_path):
+    "A run interrupted at step 3 (--stop_after) and resumed ends with the same weights, tensor for tensor, as a straight run."
+    import numpy as np
     args = ["--data_dir", tiny_corpus, "--tokenizer", "byte", *TINY]
     full = run_cli("sma_train_generalist", "--output_dir", tmp_path / "a", *args)
     assert full.returncode == 0, full.stderr
-    # an interrupted run: same settings with a shorter schedule is refused on resume...
-    part = run_cli("sma_train_generalist", "--output_dir", tmp_path / "b", *[a if a != 6 else 3 for a in args])
-    assert part.returncode == 0, part.stderr
-    p = run_cli("sma_train_generalist", "--output_dir", tmp_path / "b", "--resume", *args)
-    one_error_line(p, "max_steps 3 -> 6")
+    part = run_cli("sma_train_generalist", "--output_dir", tmp_path / "b", "--stop_after", 3, *args)
+    assert part.returncode == 130 and "interrupted at step 3 of 6" in part.stdout, (part.returncode, part.stdout, part.stderr[-2000:])
+    a = tensors(tmp_path / "a")
+    assert set(tensors(tmp_path / "b")) == set(a) and any(not np.array_equal(a[k], v) for k, v in tensors(tmp_path / "b").items()), \
+        "the interrupted run's weights differ from the finished run's (else this test could not fail)"
+    res = run_cli("sma_train_generalist", "--output_dir", tmp_path / "b", "--resume", *args)
+    assert res.returncode == 0, res.stderr[-2000:]
+    b = tensors(tmp_path / "b")
+    assert set(a) == set(b)
+    for k in a: np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    # a resume with another schedule is refused...
+    p = run_cli("sma_train_generalist", "--output_dir", tmp_path / "b", "--resume", *[x if x != 6 else 3 for x in args])
+    one_error_line(p, "max_steps")
     # ...and retraining into a dir that holds a model needs --overwrite
     p = run_cli("sma_train_generalist", "--output_dir", tmp_path / "a", *args)
     one_error_line(p, tmp_path / "a", "--resume", "--overwrite")
@@ -198,3 +217,129 @@ def test_jax_backend_end_to_end_and_cross_backend(tiny_corpus, tmp_path):
     one_error_line(run_cli("sma_train_specialists", "--generalist_ckpt", out, "--output_dir", tmp_path / "s3", "--data_dir", tiny_corpus, "--backend", "jax",
                            "--mesh", "1,2", "--device", "cpu"), "does not divide the 1 available cpu devices")
     one_error_line(run_cli("sma_train_generalist", "--data_dir", tiny_corpus, "--output_dir", tmp_path / "x", "--backend", "tf"), "--backend")
+
+
+# ------------------------------------------------------------------------------------------ flags from the config
+MINE = {n: t for n, t in console_scripts().items() if t.split(":")[0] in ("sma_kit.cli", "sma_kit.project_cli")}
+CONFIGS = (C.ModelConfig, C.TrainConfig, C.ShiftConfig, C.SampleConfig)
+# Flags whose default deliberately differs from their config field's; each reason is in nbs/50_cli.ipynb's prose.
+OVERRIDES = {
+    ("sma_train_generalist", "vocab_size"): "the BPE vocabulary to train; ModelConfig.vocab_size is read off the tokenizer",
+    ("sma_train_specialists", "seq_len"): "None: the generalist's max_seq_len",
+    ("sma_eval_lm", "seq_len"): "None: the model's max_seq_len",
+    ("sma_generate", "routing"): "None: the routing the model was trained with",
+    ("sma_eval_lm", "routing"): "None: the routing the model was trained with",
+    ("sma_demo", "max_steps"): "600 steps: the demo's minutes-long schedule",
+    ("sma_demo", "batch_size"): "16 windows: the demo's small model",
+}
+
+
+def script_fn(name):
+    mod, fn = MINE[name].split(":")
+    return getattr(import_module(mod), fn)
+
+
+def field_defaults(flag) -> list:
+    "Defaults of every scalar config field named `flag` (after the historical renames)."
+    name = RENAME.get(flag, flag)
+    return [C.field_flags(cls)[name][1] for cls in CONFIGS if name in C.field_flags(cls)]
+
+
+@pytest.mark.parametrize("name", sorted(MINE))
+def test_flag_defaults_are_the_config_defaults(name):
+    acts = [a for a in anno_parser(script_fn(name))._actions if a.dest not in ("help", "pdb", "xtra")]
+    checked = 0
+    for a in acts:
+        fd = field_defaults(a.dest)
+        if not fd: continue
+        checked += 1
+        if (name, a.dest) in OVERRIDES: assert a.default not in fd, f"{name} --{a.dest}: no longer an override, drop it from OVERRIDES"
+        else: assert a.default in fd, f"{name} --{a.dest} defaults to {a.default!r}, its config field to {fd}"
+    assert checked or name in ("sma_specialists", "sma_add_specialist", "sma_delete_specialist")
+
+
+def test_training_scripts_share_the_training_flags():
+    "Every TrainConfig field is a flag of both training scripts, the historical spellings too."
+    for name, extra in (("sma_train_generalist", ("--dim_feedforward", "--tokenizer", "--vocab_size")),
+                        ("sma_train_specialists", ("--tokenizer_path", "--generalist_ckpt", "--datascience_dir", "--business_dir", "--general_dir", "--train_embeddings"))):
+        h = anno_parser(script_fn(name)).format_help()
+        for f in dataclasses.fields(C.TrainConfig): assert f"--{f.name} " in h, (name, f.name)
+        for flag in extra: assert flag in h, (name, flag)
+
+
+def test_backends_sample_with_the_sample_config_defaults():
+    from sma_kit.backend import load_backend
+    want = {f.name: f.default for f in dataclasses.fields(C.SampleConfig)}
+    for b in ("torch", "jax"):
+        ps = inspect.signature(load_backend(b).complete).parameters
+        assert {k: ps[k].default for k in want} == want, b
+
+
+# ------------------------------------------------------------------------------------------ one line, never a traceback
+SITE = """
+import os, sys
+for m in os.environ.get("SMA_TEST_BLOCK", "").split(","):
+    if m: sys.modules[m] = None          # what `import` then treats as not installed
+if os.environ.get("SMA_TEST_CTRL_C"):    # Ctrl-C as soon as the command touches this folder
+    _where = os.environ["SMA_TEST_CTRL_C"]
+    def _hook(event, args):
+        if event in ("open", "os.scandir", "os.listdir") and args and isinstance(args[0], (str, bytes, os.PathLike)):
+            if os.fsdecode(args[0]).startswith(_where): raise KeyboardInterrupt
+    sys.addaudithook(_hook)
+"""
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    d = tmp_path_factory.mktemp("site"); (d / "sitecustomize.py").write_text(SITE)
+    return d
+
+
+def run_with(site, name, *args, **env):
+    path = os.pathsep.join([str(site), *filter(None, [os.environ.get("PYTHONPATH")])])
+    return run_cli(name, *args, env={"PYTHONPATH": path, **env})
+
+
+def fake_project(root: Path) -> dict:
+    "A model dir and a project folder to point the scripts at (their contents are never read past the first file)."
+    model = root / "model"; model.mkdir(parents=True)
+    for f in ("config.json", "tokenizer.json", "model.safetensors"): (model / f).write_text("{}")
+    (root / "data" / "general").mkdir(parents=True); (root / "data" / "general" / "a.txt").write_text("some text " * 50)
+    (root / "data" / "math").mkdir(); (root / "data" / "math" / "a.txt").write_text("1 + 1 = 2\n" * 50)
+    return {
+        "sma_train_generalist": ["--data_dir", root / "data", "--output_dir", root / "o1", "--tokenizer", "byte", *TINY],
+        "sma_train_specialists": ["--generalist_ckpt", model, "--data_dir", root / "data", "--output_dir", root / "o2"],
+        "sma_generate": ["--model_dir", model, "--prompt", "hi"],
+        "sma_eval_lm": ["--model_dir", model, "--data_dir", root / "data"],
+        "sma_demo": ["--data_dir", root / "data", "--output_dir", root / "o3", "--max_steps", 2, "--quiet"],
+        "sma_specialists": ["--project_dir", root],
+        "sma_add_specialist": ["--project_dir", root, "--name", "math"],
+        "sma_delete_specialist": ["--project_dir", root, "--name", "math"],
+    }
+
+
+def test_every_script_is_covered(tmp_path):
+    assert set(fake_project(tmp_path)) == set(MINE) == {"sma_train_generalist", "sma_train_specialists", "sma_generate", "sma_eval_lm", "sma_demo",
+                         "sma_specialists", "sma_add_specialist", "sma_delete_specialist"}
+
+
+@pytest.mark.parametrize("name", sorted(MINE))
+def test_ctrl_c_is_one_line_and_130(site, tmp_path, name):
+    p = run_with(site, name, *fake_project(tmp_path)[name], SMA_TEST_CTRL_C=str(tmp_path))
+    assert p.returncode == 130, (p.returncode, p.stdout[-1000:], p.stderr[-2000:])
+    assert [l for l in p.stderr.splitlines() if l.strip()] == ["interrupted"], p.stderr[-2000:]
+
+
+WITH_BACKEND = ["sma_train_generalist", "sma_train_specialists", "sma_generate", "sma_eval_lm", "sma_demo"]
+
+
+@pytest.mark.parametrize("name", WITH_BACKEND)
+def test_missing_jax_is_one_line(site, tmp_path, name):
+    p = run_with(site, name, *fake_project(tmp_path)[name], "--backend", "jax", SMA_TEST_BLOCK="jax")
+    one_error_line(p, "jax", "pip install 'sma_kit[jax]'")
+
+
+@pytest.mark.parametrize("name", WITH_BACKEND)
+def test_missing_torch_xla_is_one_line(site, tmp_path, name):
+    p = run_with(site, name, *fake_project(tmp_path)[name], "--device", "xla", SMA_TEST_BLOCK="torch_xla")
+    one_error_line(p, "--device xla", "pip install 'sma_kit[xla]'")
