@@ -41,7 +41,8 @@ def jax_stepper(cfg, tc, stream, mesh_shape="1,1", devices=None):
     import jax
     from flax import nnx
     from sma_kit.data import MixtureSampler
-    from sma_kit.jax.train import Trainer, make_mesh, sharded_model
+    from sma_kit.jax.mesh import make_mesh, sharded_model
+    from sma_kit.jax.train import Trainer
     mesh = make_mesh(mesh_shape, devices or jax.devices())
     t = Trainer(sharded_model(cfg, mesh, 0), None, MixtureSampler({"g": stream}, SEQ, seed=1), {}, tc, tempfile.mkdtemp(), mesh, progress=False)
     step, key = nnx.cached_partial(t.step_fn, t.model, t.opt), jax.random.key(0)
@@ -88,7 +89,8 @@ def shift_steppers(cfg, tc, stream):
     from sma_kit.torch.train import Trainer as TorchTrainer
     from sma_kit.jax.model import load_state_dict
     from sma_kit.jax.shift import ShiftableLM, shift_loss_fn
-    from sma_kit.jax.train import Trainer, make_mesh
+    from sma_kit.jax.mesh import make_mesh
+    from sma_kit.jax.train import Trainer
     doms = ["general", *SPECIALISTS]
     sampler = lambda: MixtureSampler({d: stream[i * 100_000:(i + 1) * 100_000] for i, d in enumerate(doms)}, SEQ, seed=1)
     torch.manual_seed(0)

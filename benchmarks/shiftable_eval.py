@@ -17,7 +17,8 @@ from common import machine, data_dir, write, RESULTS
 from sma_kit.config import TrainConfig, preset
 from sma_kit.data import discover_domains, MixtureSampler
 from sma_kit.torch.model import generate
-from sma_kit.torch.train import (train_generalist, train_specialists, load_model, save_model, eval_domains, load_corpus_streams,
+from sma_kit.data import load_corpus_streams
+from sma_kit.torch.train import (train_generalist, train_specialists, load_model, save_model, eval_domains,
                                  Trainer)
 from sma_kit.torch.shift import routing_report
 from sma_kit.manager import SpecialistManager, ProjectSettings

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json, os, shutil, tempfile, contextlib
 from pathlib import Path
 from .config import ModelConfig, ShiftConfig, SmaError
+from .tokenizer import load_tokenizer
 
 CONFIG, WEIGHTS, TOKENIZER, SPECIALISTS, TRAIN_STATE = "config.json", "model.safetensors", "tokenizer.json", "specialists.json", "train_state"
 
@@ -77,7 +78,6 @@ def check_model_dir(model_dir, tokenizer: bool = True):
     hdr = read_safetensors_header(d / WEIGHTS)
     tok = None
     if tokenizer:
-        from sma_kit.tokenizer import load_tokenizer
         tok = load_tokenizer(d / TOKENIZER)
         if tok.vocab_size != cfg.vocab_size:
             raise SmaError(f"{d / TOKENIZER}: vocabulary of {tok.vocab_size} tokens does not match the model's vocab_size {cfg.vocab_size}")

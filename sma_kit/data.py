@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 from .config import SmaError
 from .filters import CorpusError, read_text
+import hashlib
+from .config import check_name
 
 # %% auto #0
 __all__ = ['TEXT_EXTS', 'RECORD_EXTS', 'NOT_CORPUS', 'is_corpus_file', 'domain_files', 'discover_domains', 'resolve_data_dir',
@@ -60,7 +62,6 @@ def resolve_data_dir(data_dir) -> dict[str, list[Path]]:
 # %% ../nbs/01_data.ipynb #a8203b7e
 def specialist_corpora(data_dir=None, domain_dirs: dict | None = None, specialists: list | None = None) -> tuple[list[str], dict]:
     "(specialist names, `{domain: files}` of general + those specialists) from a DATA root or explicit `{name: folder}`."
-    from sma_kit.config import check_name
     if data_dir is not None: domains = discover_domains(data_dir)
     else:
         domains = {}
@@ -135,7 +136,6 @@ _STREAMS: dict = {}
 
 def domain_stream(files, tok, text_field: str = "text") -> np.ndarray:
     "The token stream of a domain's files, cached per (tokenizer, files, sizes, mtimes) so repeated evaluations do not re-tokenize."
-    import hashlib
     files = [Path(f) for f in files]
     key = (hashlib.sha1(tok.tk.to_str().encode()).hexdigest(), text_field,
            tuple((str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files))

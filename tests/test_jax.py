@@ -22,8 +22,8 @@ from sma_kit.checkpoint import WEIGHTS, TRAIN_STATE, read_safetensors_header
 from sma_kit.data import token_stream, split_stream, MixtureSampler
 from sma_kit.tokenizer import byte_tokenizer
 from sma_kit.jax.model import DecoderLM, state_dict, load_state_dict, generate
-from sma_kit.jax.train import (Trainer, make_mesh, sharded_model, load_model, save_model, eval_loss, orbax_steps,
-                               train_generalist, check_batch)
+from sma_kit.jax.mesh import make_mesh, sharded_model, check_batch
+from sma_kit.jax.train import Trainer, load_model, save_model, eval_loss, orbax_steps, train_generalist
 
 CPU = jax.devices("cpu")
 TOK = byte_tokenizer(["general", "math"])

@@ -242,3 +242,18 @@ def test_cli_bad_input(tiny, tmp_path):
     one_error_line(run("--model_dirs", g, "--datasets", "medqa", "--medqa_path", tmp_path / "no.jsonl"), "no.jsonl: MedQA file not found")
     one_error_line(run("--model_dirs", g, "--datasets", "medqa", "--medqa_path", tiny.medqa, "--sample_size", 0), "--sample_size")
     assert not o.exists()                                 # nothing is written before the inputs are checked
+
+
+def test_results_are_written_atomically(tiny, tmp_path, monkeypatch):
+    "A failure while results.json is being written leaves the previous results.json whole and no temporary file."
+    import sma_kit.checkpoint
+    from sma_kit.qa_eval import evaluate_main
+    out = tmp_path / "out"
+    kw = dict(datasets="medqa", medqa_path=tiny.medqa, no_plots=True, device="cpu", output_dir=out, log=lambda *a: None)
+    evaluate_main(str(tiny.gen), sample_size=2, **kw)
+    before = (out / "results.json").read_bytes()
+    def fail(fd): raise OSError("disk full")
+    monkeypatch.setattr(sma_kit.checkpoint.os, "fsync", fail)
+    with pytest.raises(OSError, match="disk full"): evaluate_main(str(tiny.gen), sample_size=3, **kw)
+    assert (out / "results.json").read_bytes() == before and json.loads(before)["config"]["sample_size"] == 2
+    assert sorted(p.name for p in out.iterdir()) == ["results.json", "results.md"]

@@ -226,9 +226,9 @@ def shift_loss(model, x, y, dom, targets: torch.Tensor):
     _, lm = model(x, y)
     probs = model.gate_probs()                      # [L, B, T, E]
     L, B, T, E = probs.shape
-    P = probs.mean((1, 2))
+    mean_prob = probs.mean((1, 2))
     f = F.one_hot(probs.argmax(-1), E).float().mean((1, 2))
-    lb = (E * (f * P).sum(-1)).mean()
+    lb = (E * (f * mean_prob).sum(-1)).mean()
     tgt = targets.to(dom.device)[dom][None, :, None].expand(L, B, T).reshape(-1)   # [L*B*T]; -100 = no specialist
     nll = F.nll_loss(probs.clamp_min(1e-9).log().reshape(-1, E), tgt.clamp_min(0), reduction="none")
     keep = (tgt >= 0).to(nll.dtype)
