@@ -13,7 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine, write
 
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "SMA_CACHE_DIR": tempfile.mkdtemp(prefix="sma_cache_")}
 BIN = Path(sys.executable).parent
 TINY = dict(d_model=32, n_heads=2, n_layers=1, ffn_dim=64, seq_len=32, vocab_size=300, max_steps=6, batch_size=4, eval_every=3, seed=7)
 
@@ -46,16 +46,19 @@ def main():
     ap = argparse.ArgumentParser(); ap.add_argument("--repeats", type=int, default=3); a = ap.parse_args()
     from sma_kit.jobs import job_notebook
     nb = job_notebook("train_generalist")
-    run_job = [str(BIN / "sma_run_job")] if (BIN / "sma_run_job").exists() else [sys.executable, "-c", "from sma_kit.jobs import run_job_cli; run_job_cli()"]
     with tempfile.TemporaryDirectory() as d:
         d = Path(d); data = corpus(d / "data")
+        # the console script as its entry point runs it: a __main__ file calling the call_parse function
+        (d / "sma_run_job.py").write_text("import sys\nfrom sma_kit.jobs import run_job_cli\nif __name__ == '__main__':\n    sys.exit(run_job_cli())\n")
+        run_job = [sys.executable, str(d / "sma_run_job.py")]
         params = {**TINY, "data_dir": str(data)}
         flags = [x for k, v in params.items() for x in ("-p", k, str(v))]
+        job_flags = [x for k, v in params.items() for x in ("--p", k, str(v))]
         trivial = d / "trivial.ipynb"
         trivial.write_text(json.dumps({"cells": [{"cell_type": "code", "metadata": {"tags": ["parameters"]}, "source": "x = 1", "outputs": [], "execution_count": None}],
                                        "metadata": {"kernelspec": {"name": "python3", "display_name": "python3", "language": "python"}}, "nbformat": 4, "nbformat_minor": 5}))
         ways = {
-            "sma_run_job": lambda i: run_job + ["train_generalist", *flags, "--output_dir", d / f"job{i}", "--quiet"],
+            "sma_run_job": lambda i: run_job + ["train_generalist", *job_flags, "--output_dir", d / f"job{i}", "--quiet"],
             "papermill": lambda i: [BIN / "papermill", nb, d / f"pm{i}.ipynb", *flags, "-p", "output_dir", d / f"pm{i}", "--no-progress-bar"],
             "direct": lambda i: [sys.executable, "-c", DIRECT, nb, json.dumps({**params, "output_dir": str(d / f"direct{i}")})],
             "kernel_only": lambda i: [BIN / "papermill", trivial, d / f"triv{i}.ipynb", "--no-progress-bar"],
