@@ -7,7 +7,7 @@ from __future__ import annotations
 import json as _json, os, sys, time
 from pathlib import Path
 from typing import Sequence
-from fastcore.script import call_parse
+from fastcore.script import call_parse, anno_parser
 from .config import SmaError
 from .cli import cli_errors, require, format_table
 from .retrieval import DocumentStore, read_queries, evaluate_store
@@ -173,7 +173,8 @@ def fold_multi(argv: Sequence[str], flag: str = "--docs") -> list[str]:
         else: out.append(a); i += 1
     return out
 
-def sma_rag_main():
-    "The `sma_rag` console script: `sma_rag` with several `--docs` paths folded into one value."
-    sys.argv[1:] = fold_multi(sys.argv[1:])
-    return sma_rag()
+def sma_rag_main(argv: Sequence[str] | None = None):
+    "The `sma_rag` console script: `sma_rag`'s fastcore parser (from its docments) on argv, several `--docs` paths folded into one."
+    args = vars(anno_parser(sma_rag.__wrapped__, "sma_rag").parse_args(fold_multi(sys.argv[1:] if argv is None else argv)))
+    args.pop("pdb", None); args.pop("xtra", None)
+    return sma_rag(**args)

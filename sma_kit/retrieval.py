@@ -74,8 +74,13 @@ class STEmbedder(Embedder):
     def __init__(self, name: str, device: str = "cpu", batch_size: int = 64):
         try: from sentence_transformers import SentenceTransformer
         except ImportError: raise SmaError("st: retrievers need sentence-transformers: pip install 'sma_kit[st]'") from None
+        from transformers.utils import logging as hf_logging
+        bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()                     # no "Loading weights" bar on stderr (one-line errors stay one line)
         try: self.model = SentenceTransformer(st_location(name), device=device)
         except (OSError, ValueError) as e: raise SmaError(f"st:{name}: cannot load a sentence-transformers model ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        finally:
+            if bars: hf_logging.enable_progress_bar()
         self.spec, self.batch_size = f"st:{name}", batch_size
         self.dim = int(self.model.get_embedding_dimension() if hasattr(self.model, "get_embedding_dimension")
                        else self.model.get_sentence_embedding_dimension())
