@@ -5,7 +5,6 @@
 # %% ../nbs/37_retrieval.ipynb #67010bde
 from __future__ import annotations
 import hashlib, json, math, re, shutil
-from dataclasses import dataclass, asdict
 from pathlib import Path
 from typing import Sequence
 import numpy as np
