@@ -19,7 +19,7 @@ from fastcore.script import call_parse
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, data_dir, write
+from common import machine, data_dir, write, RESULTS
 from sma_kit.retrieval import (DocumentStore, BM25Retriever, DenseRetriever, HybridRetriever, STEmbedder, evaluate_store, top_k,
                                faiss_available)
 
@@ -60,6 +60,7 @@ def quality(root: Path, use_st: bool) -> dict:
         index_s = time.perf_counter() - t0
     out = dict(corpus=dict(documents=len(store.docs), chunks=len(store), queries=len(queries)),
                index=dict(seconds=round(index_s, 2), retriever=store.retriever.spec, load_before=l0, load_after=load()), results={})
+    print(out, flush=True)
     parts = [("bm25", r.parts[0]), (f"st:{ST_MODEL}", r.parts[1]), (f"hybrid:bm25+st:{ST_MODEL}", r)] if use_st else [("bm25", r)]
     for name, ret in parts:
         t0 = time.perf_counter()
@@ -143,12 +144,15 @@ def dense_speed(n: int, dim: int = 384, n_queries: int = 200) -> dict:
 def main(
     n_chunks:int=100_000,   # chunks in the speed store
     no_st:bool=False,       # skip sentence-transformers (and hybrid)
+    parts:str="quality,speed,dense",  # which parts to run; the others keep their figures from an earlier results file
 ):
     "Run the retrieval benchmark and write benchmarks/results/retrieval.json."
-    root = data_dir()
-    res = dict(machine=machine(), git_commit=git_commit(), load_at_start=load(),
-               note="shared 2-core machine: timings are noisy; the load average is recorded beside each")
-    res["pubmedqa"] = quality(root, not no_st)
-    res["speed_bm25"] = speed(root, n_chunks)
-    res["speed_dense_search"] = dense_speed(n_chunks)
+    root, parts = data_dir(), set(parts.split(","))
+    old = RESULTS / "retrieval.json"
+    res = json.loads(old.read_text()) if old.is_file() and parts != {"quality", "speed", "dense"} else {}
+    res.update(machine=machine(), note="shared 2-core machine: timings are noisy; the load average is recorded beside each")
+    res.setdefault("git_commit", {}).update({p: git_commit() for p in parts})
+    if "quality" in parts: res["pubmedqa"] = quality(root, not no_st)
+    if "speed" in parts: res["speed_bm25"] = speed(root, n_chunks)
+    if "dense" in parts: res["speed_dense_search"] = dense_speed(n_chunks)
     write("retrieval", res)
