@@ -143,7 +143,7 @@ class BM25Retriever:
 class DenseRetriever:
     "Exact cosine search over normalised embeddings (numpy, or faiss IndexFlatIP on large stores)."
     def __init__(self, embedder: Embedder, faiss_min: int = FAISS_MIN):
-        self.embedder, self.faiss_min, self._faiss = embedder, faiss_min, None
+        self.embedder, self.faiss_min, self._faiss, self._last = embedder, faiss_min, None, (None, None)
         self.vecs = np.zeros((0, embedder.dim), np.float32)
     @property
     def spec(self): return self.embedder.spec
@@ -169,7 +169,9 @@ class DenseRetriever:
         D, I = self._faiss.search(np.ascontiguousarray(q[None], dtype=np.float32), k)
         return I[0].astype(np.int64), D[0]
 
-    def search(self, query: str, texts, k: int): return self.search_vector(self.embedder.embed([query])[0], k)
+    def search(self, query: str, texts, k: int):
+        if self._last[0] != query: self._last = (query, self.embedder.embed([query])[0])   # search_docs asks again, deeper
+        return self.search_vector(self._last[1], k)
 
     def save(self, d: Path, texts):
         d.mkdir(parents=True, exist_ok=True)
