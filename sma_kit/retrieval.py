@@ -19,8 +19,8 @@ __all__ = ['FAISS_MIN', 'RRF_K', 'RRF_DEPTH', 'BUNDLED_ST', 'EMBEDDERS', 'SUFFIX
            'faiss_available', 'HybridRetriever', 'make_retriever', 'DocumentStore', 'read_documents', 'find_documents',
            'query_metrics', 'retrieval_metrics', 'read_queries', 'evaluate_store']
 
-# %% ../nbs/37_retrieval.ipynb #c1a21054
-FAISS_MIN = 50_000     # dense stores at least this large search through faiss (when installed); the result is the same
+# %% ../nbs/37_retrieval.ipynb #87c785d4
+FAISS_MIN = 1_000_000  # dense stores at least this large search through faiss (when installed); the result is the same
 RRF_K = 60             # reciprocal rank fusion constant (Cormack et al. 2009)
 RRF_DEPTH = 100        # candidates each retriever contributes to the fusion
 
