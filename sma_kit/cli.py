@@ -27,8 +27,8 @@ def cli_errors():
         if os.environ.get("SMA_DEBUG"): raise
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"error: {msg}", file=sys.stderr); sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr); sys.exit(130)
+    except KeyboardInterrupt as e:   # the manager says what it kept (`sma_kit.manager.Interrupted`)
+        print(f"interrupted: {e}" if str(e) else "interrupted", file=sys.stderr); sys.exit(130)
 
 def _installed(name: str) -> bool:
     try: return importlib.util.find_spec(name) is not None

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Sequence
 from . import harness
+from .config import SmaError
 
 # %% ../nbs/33_sandbox.ipynb #ab45176b
 STATUSES = ("passed", "failed", "timeout", "crashed")
@@ -29,7 +30,7 @@ class ExecResult:
     @property
     def passed(self): return self.status == "passed"
 
-class SandboxError(RuntimeError):
+class SandboxError(SmaError):
     "The requested sandbox cannot run here (one-line message)."
 
 # %% ../nbs/33_sandbox.ipynb #5c4c1b31
