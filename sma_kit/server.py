@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['STATIC', 'OPEN', 'create_app', 'serve']
 
-# %% ../nbs/46_server.ipynb #0761ca6a
+# %% ../nbs/46_server.ipynb #204f1463
 import importlib.resources, os, traceback, uuid
 from pathlib import Path
 from fastcore.script import call_parse
@@ -14,7 +14,7 @@ from .cli import cli_errors, require
 from .serve_core import HTTPError, GenerateRequest, AddRequest, Service, error_body, run_generation, log
 from .openai_api import openai_routes
 
-# %% ../nbs/46_server.ipynb #325fbb30
+# %% ../nbs/46_server.ipynb #2006d184
 STATIC = Path(str(importlib.resources.files("sma_kit") / "static"))   # the page, packaged with the kit (MANIFEST.in)
 OPEN = ("/health", "/")          # no key needed: liveness, and the page itself (it holds no data; it asks for the key)
 
@@ -47,7 +47,20 @@ def _errors(app):
         log.error("error %s on %s %s: %s", eid, request.method, request.url.path, "".join(traceback.format_exception(e)))
         return JSONResponse(error_body(500, f"internal error {eid}; the server log has the details", id=eid), 500)
 
-# %% ../nbs/46_server.ipynb #1b5e35f2
+# %% ../nbs/46_server.ipynb #a3a1f634
+class _Auth:
+    "ASGI middleware: 401 unless the key is right (plain ASGI, so a route still sees its client disconnect)."
+    def __init__(self, app, svc): self.app, self.svc = app, svc
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"] not in OPEN:
+            auth = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1") or None
+            if not self.svc.check_auth(auth):
+                from fastapi.responses import JSONResponse
+                r = JSONResponse(error_body(401, "missing or wrong API key: send Authorization: Bearer <key>"), 401, headers={"WWW-Authenticate": "Bearer"})
+                return await r(scope, receive, send)
+        await self.app(scope, receive, send)
+
 def create_app(project_dir, api_key: str | None = None, workers: int = 1, max_queue: int = 16, init: bool = True):
     "The FastAPI app over `project_dir` (trains what is missing in the background when `init`)."
     from fastapi import FastAPI, Request
@@ -58,12 +71,7 @@ def create_app(project_dir, api_key: str | None = None, workers: int = 1, max_qu
     app.state.svc = svc
     _errors(app)
 
-    @app.middleware("http")
-    async def _auth(request: Request, call_next):
-        if request.url.path not in OPEN and not svc.check_auth(request.headers.get("authorization")):
-            return JSONResponse(error_body(401, "missing or wrong API key: send Authorization: Bearer <key>"), 401,
-                                headers={"WWW-Authenticate": "Bearer"})
-        return await call_next(request)
+    app.add_middleware(_Auth, svc=svc)
 
     @app.get("/")
     async def page(): return FileResponse(STATIC / "index.html", media_type="text/html")
@@ -129,7 +137,7 @@ def create_app(project_dir, api_key: str | None = None, workers: int = 1, max_qu
     app.router.on_shutdown.append(lambda: (svc.jobs.close(), svc.engine.close()))
     return app
 
-# %% ../nbs/46_server.ipynb #7684504c
+# %% ../nbs/46_server.ipynb #bff42480
 @call_parse
 def serve(
     project_dir:str=None,         # the project (data/ + outputs/); missing models are trained in the background (required)

@@ -279,12 +279,51 @@ def test_auth(tmp_path_factory, ready):
 
 
 def test_disconnect_leaves_service_working(ready):
-    "A streaming client that goes away mid-stream (the stop itself is tested on the engine in nbs/43) breaks nothing."
+    "Streaming clients that go away mid-stream break nothing."
     for _ in range(3):
         with httpx.stream("POST", ready.url + "/generate", json={"prompt": "the", "max_new_tokens": 60, "stream": True}, timeout=60) as r:
             next(r.iter_lines())
     r = httpx.post(ready.url + "/generate", json={"prompt": "the", "max_new_tokens": 2}, timeout=60)
     assert r.status_code == 200, r.text
+
+
+class SlowManager:
+    "A stand-in for the manager whose generation takes 20 ms a token and records how far it got."
+    def __init__(self):
+        from sma_kit.tokenizer import build_tokenizer
+        self.tok, self.done, self.counts = build_tokenizer("byte", ["a"]), threading.Event(), []
+    def model(self): return None, self.tok
+    def generate(self, prompt, on_token=None, max_new_tokens=8, **kw):
+        n = 0
+        try:
+            for _ in range(max_new_tokens): on_token(0, 97); n += 1; time.sleep(0.02)
+            return {"completion": "a" * n, "n_tokens": n}
+        finally: self.counts.append(n); self.done.set()
+
+
+def test_disconnect_stops_generation(tmp_path):
+    "A client that leaves (streaming or not) stops its generation long before the 500 tokens it asked for."
+    import uvicorn
+    from sma_kit.server import create_app
+    app = create_app(tmp_path, init=False)
+    svc, fake = app.state.svc, SlowManager()
+    svc.engine.m, svc.check_prompt = fake, lambda *a, **k: 1      # only the engine's manager is replaced
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    th = threading.Thread(target=server.run, daemon=True); th.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started: assert time.monotonic() < deadline; time.sleep(0.05)
+        url = f"http://127.0.0.1:{port}/generate"
+        with httpx.stream("POST", url, json={"prompt": "x", "max_new_tokens": 500, "stream": True}, timeout=30) as r:
+            assert json.loads(next(l for l in r.iter_lines() if l)[6:])["type"] == "token"
+        assert fake.done.wait(8) and fake.counts[-1] < 400, fake.counts
+        fake.done.clear()
+        with pytest.raises(httpx.ReadTimeout): httpx.post(url, json={"prompt": "x", "max_new_tokens": 500}, timeout=httpx.Timeout(30, read=1))
+        assert fake.done.wait(8) and fake.counts[-1] < 400, fake.counts
+        assert httpx.post(url, json={"prompt": "x", "max_new_tokens": 3}, timeout=30).json()["n_tokens"] == 3
+    finally:
+        server.should_exit = True; th.join(30)
 
 
 def test_server_modules_import_no_backend():
