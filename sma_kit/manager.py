@@ -359,7 +359,7 @@ def generate(self: SpecialistManager, prompt: str, max_new_tokens: int = 64, tem
     shift = hasattr(model, "set_routing")
     old = (model.sc.routing, model.sc.top_k) if shift else None
     try:
-        if not shift and (routing or force): raise SmaError("routing and forced experts need the shiftable model; this project has only the generalist")
+        if not shift and force: raise SmaError(f"forcing expert {force!r} needs the shiftable model; this project has only the generalist")
         if shift and (routing or force): model = model.set_routing(routing or old[0], old[1], force) or model
         c = self.B.complete(model, tok, [text], max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
                             stop=stop, on_token=on_token)[0]

@@ -6,13 +6,13 @@
 __all__ = ['MODEL', 'GENERALIST', 'EXPERT', 'ROLES', 'model_ids', 'resolve_model', 'chat_prompt', 'CompletionRequest', 'Message',
            'ChatRequest', 'openai_routes']
 
-# %% ../nbs/45_openai_api.ipynb #494ea98e
+# %% ../nbs/45_openai_api.ipynb #60e650c4
 import time, uuid
 from typing import Literal
 from pydantic import BaseModel, Field
 from .serve_core import HTTPError, MAX_NEW_TOKENS, Service, run_generation
 
-# %% ../nbs/45_openai_api.ipynb #e7529984
+# %% ../nbs/45_openai_api.ipynb #996c82f6
 MODEL, GENERALIST, EXPERT = "sma", "sma-generalist", "sma-expert-"
 
 def model_ids(specialists: list[str], shiftable: bool) -> list[str]:
@@ -26,7 +26,7 @@ def resolve_model(model_id: str, specialists: list[str], shiftable: bool) -> str
     if model_id.startswith(EXPERT) and model_id[len(EXPERT):] in specialists: return model_id[len(EXPERT):]
     raise HTTPError(404, f"unknown model {model_id!r}; GET /v1/models lists {model_ids(specialists, shiftable)}")
 
-# %% ../nbs/45_openai_api.ipynb #702d36e9
+# %% ../nbs/45_openai_api.ipynb #b85bd7dc
 ROLES = {"system": "System", "user": "User", "assistant": "Assistant"}
 
 def chat_prompt(messages: list[dict]) -> tuple[str, list[str]]:
@@ -34,7 +34,7 @@ def chat_prompt(messages: list[dict]) -> tuple[str, list[str]]:
     lines = [f"{ROLES[m['role']]}: {m['content'].strip()}" for m in messages]
     return "\n".join(lines + ["Assistant:"]), [f"\n{r}:" for r in ROLES.values()]
 
-# %% ../nbs/45_openai_api.ipynb #4d602f73
+# %% ../nbs/45_openai_api.ipynb #3f92a4ca
 class _Sampling(BaseModel):
     model_config = {"extra": "ignore"}           # fields of the OpenAI API the kit does not use are accepted and ignored
     model: str = MODEL
@@ -58,7 +58,7 @@ class Message(BaseModel):
 class ChatRequest(_Sampling):
     messages: list[Message] = Field(min_length=1)
 
-# %% ../nbs/45_openai_api.ipynb #b164e013
+# %% ../nbs/45_openai_api.ipynb #e05f6c51
 def _usage(r: dict) -> dict: return {"prompt_tokens": r["prompt_tokens"], "completion_tokens": r["n_tokens"], "total_tokens": r["prompt_tokens"] + r["n_tokens"]}
 
 def openai_routes(app, svc: Service):
