@@ -46,14 +46,15 @@ def prompt_ids(tok, text: str, window: int) -> list[int]:
     "Token ids of a prompt, its last `window` of them; an empty prompt conditions on end-of-text (a document start)."
     return (tok.encode(text) or [tok.eot_id])[-window:]
 
-def decode_rows(stepper, n: int, max_new_tokens: int, tok, stops: Sequence[str] = ()) -> list[tuple[list[int], bool]]:
-    "(generated ids, stopped) for each of the `n` rows of `stepper`."
+def decode_rows(stepper, n: int, max_new_tokens: int, tok, stops: Sequence[str] = (), on_token: Callable | None = None) -> list[tuple[list[int], bool]]:
+    "(generated ids, stopped) for each of the `n` rows of `stepper`; `on_token(row, id)` sees each token as it comes (raise in it to stop)."
     out, stopped, alive = [[] for _ in range(n)], [False] * n, list(range(n))
     for step in range(max_new_tokens):
         keep = []
         for j, (r, t) in enumerate(zip(alive, stepper.sample())):
             if t == tok.eot_id: stopped[r] = True; continue
             out[r].append(t)
+            if on_token is not None: on_token(r, t)
             if stops and any(s in tok.decode(out[r]) for s in stops): stopped[r] = True; continue
             keep.append(j)
         if not keep or step == max_new_tokens - 1: break
@@ -62,8 +63,8 @@ def decode_rows(stepper, n: int, max_new_tokens: int, tok, stops: Sequence[str] 
     return list(zip(out, stopped))
 
 def complete_with(start: Callable, tok, prompts, window: int, max_new_tokens: int = 100, stop=None,
-                  batch_size: int = 16) -> list[Completion]:
-    "One `Completion` per prompt (a str or a list of str), decoded by the steppers `start(rows)` makes."
+                  batch_size: int = 16, on_token: Callable | None = None) -> list[Completion]:
+    "One `Completion` per prompt (a str or a list of str), decoded by the steppers `start(rows)` makes; `on_token(prompt index, id)` streams."
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     stops = [stop] if isinstance(stop, str) else [s for s in (stop or ()) if s]
     ids = [prompt_ids(tok, p, window) for p in prompts]
@@ -75,7 +76,8 @@ def complete_with(start: Callable, tok, prompts, window: int, max_new_tokens: in
             g = groups[n]
             for s in range(0, len(g), batch_size):
                 chunk = g[s:s + batch_size]
-                rows = decode_rows(start([ids[i] for i in chunk]), len(chunk), max_new_tokens, tok, stops)
+                hook = None if on_token is None else (lambda r, t, chunk=chunk: on_token(chunk[r], t))
+                rows = decode_rows(start([ids[i] for i in chunk]), len(chunk), max_new_tokens, tok, stops, hook)
                 for i, r in zip(chunk, rows): res[i] = r
     return [make_completion(p, out, st, tok, stops) for p, (out, st) in zip(prompts, res)]
 

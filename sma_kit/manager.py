@@ -349,8 +349,9 @@ def delete_specialist(self: SpecialistManager, name: str) -> dict:
 # %% ../nbs/40_manager.ipynb #c3cfae70
 @patch
 def generate(self: SpecialistManager, prompt: str, max_new_tokens: int = 64, temperature: float = 0.8, top_k: int | None = 50,
-             top_p: float | None = None, seed: int | None = None, routing: str | None = None) -> dict:
-    "{'prompt', 'completion', 'full_text', 'n_tokens', 'truncated_prompt', 'specialists', 'gate'} for one prompt."
+             top_p: float | None = None, seed: int | None = None, routing: str | None = None, stop=None, on_token=None,
+             force: str | None = None) -> dict:
+    "{'prompt', 'completion', 'full_text', 'n_tokens', 'finish_reason', 'prompt_tokens', 'truncated_prompt', 'specialists', 'gate'} for one prompt; `on_token(0, id)` streams, `force` names one expert."
     if not isinstance(prompt, str) or not prompt.strip(): raise SmaError("empty prompt: type some text first")
     model, tok = self.model()
     ids = tok.encode(prompt)
@@ -361,8 +362,10 @@ def generate(self: SpecialistManager, prompt: str, max_new_tokens: int = 64, tem
     shift = hasattr(model, "set_routing")
     old = (model.sc.routing, model.sc.top_k) if shift else None
     try:
-        if shift and routing: model = model.set_routing(routing)
-        c = self.B.complete(model, tok, [text], max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)[0]
+        if not shift and force: raise SmaError(f"forcing expert {force!r} needs the shiftable model; this project has only the generalist")
+        if shift and (routing or force): model = model.set_routing(routing or old[0], old[1], force) or model
+        c = self.B.complete(model, tok, [text], max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+                            stop=stop, on_token=on_token)[0]
         gate = None
         if shift:
             ctx = tok.encode(text)
@@ -372,5 +375,6 @@ def generate(self: SpecialistManager, prompt: str, max_new_tokens: int = 64, tem
                     "tokens": [(tok.decode([t]), model.experts[int(e)]) for t, e in zip(c.ids, g[len(ctx):].argmax(-1))]}
     finally:
         if shift: model.set_routing(*old)
-    return {"prompt": prompt, "completion": c.text, "full_text": prompt + c.text, "n_tokens": len(c.ids), "truncated_prompt": truncated,
+    return {"prompt": prompt, "completion": c.text, "full_text": prompt + c.text, "n_tokens": len(c.ids), "finish_reason": c.finish_reason,
+            "prompt_tokens": c.prompt_tokens, "truncated_prompt": truncated,
             "specialists": list(model.specialists) if shift else [], "gate": gate}

@@ -386,11 +386,11 @@ def _target_logp(model, x, t):
 
 # %% ../../nbs/20_jax_model.ipynb #ccd6c9cd
 def complete(model, tok, prompts, max_new_tokens: int = 100, temperature: float = 0.8, top_k: int | None = 50,
-             top_p: float | None = None, stop=None, seed: int | None = None, batch_size: int = 16) -> list[Completion]:
-    "One `sma_kit.generate.Completion` per prompt (a str or a list of str): the model's continuation, cut at end-of-text and stop strings."
+             top_p: float | None = None, stop=None, seed: int | None = None, batch_size: int = 16, on_token=None) -> list[Completion]:
+    "One `sma_kit.generate.Completion` per prompt (a str or a list of str): the model's continuation, cut at end-of-text and stop strings; `on_token(i, id)` sees each token of prompt i as it is sampled."
     key = jax.random.key(seed if seed is not None else int(np.random.SeedSequence().entropy % (2**63)))
     start = lambda rows: RowStepper(model, rows, temperature, top_k, top_p, key)
-    return complete_with(start, tok, prompts, int(model.cfg.max_seq_len), max_new_tokens, stop, batch_size)
+    return complete_with(start, tok, prompts, int(model.cfg.max_seq_len), max_new_tokens, stop, batch_size, on_token)
 
 def loglik(model, tok, pairs, batch_size: int = 16) -> list[float]:
     "Sum of log p(continuation | context) for each `(context, continuation)` pair (see `sma_kit.generate.score_pairs`)."

@@ -255,8 +255,8 @@ class RowStepper:
 
 # %% ../../nbs/10_torch_model.ipynb #c2f3cb7d
 def complete(model, tok, prompts, max_new_tokens: int = 100, temperature: float = 0.8, top_k: int | None = 50,
-             top_p: float | None = None, stop=None, seed: int | None = None, batch_size: int = 16) -> list[Completion]:
-    "One `sma_kit.generate.Completion` per prompt (a str or a list of str): the model's continuation, cut at end-of-text and stop strings."
+             top_p: float | None = None, stop=None, seed: int | None = None, batch_size: int = 16, on_token=None) -> list[Completion]:
+    "One `sma_kit.generate.Completion` per prompt (a str or a list of str): the model's continuation, cut at end-of-text and stop strings; `on_token(i, id)` sees each token of prompt i as it is sampled."
     gen = torch.Generator(device=_device(model))
     if seed is None: gen.seed()
     else: gen.manual_seed(int(seed))
@@ -264,7 +264,7 @@ def complete(model, tok, prompts, max_new_tokens: int = 100, temperature: float 
     try:
         with torch.no_grad():
             start = lambda rows: RowStepper(model, rows, temperature, top_k, top_p, gen)
-            return complete_with(start, tok, prompts, int(model.cfg.max_seq_len), max_new_tokens, stop, batch_size)
+            return complete_with(start, tok, prompts, int(model.cfg.max_seq_len), max_new_tokens, stop, batch_size, on_token)
     finally: model.train(was)
 
 def loglik(model, tok, pairs, batch_size: int = 16) -> list[float]:
