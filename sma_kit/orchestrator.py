@@ -217,6 +217,8 @@ def orchestrate_cli(
         o = build_orchestrator(project_dir, specialists, generalist, backend, device, classifier, keywords, timeout, planner=planner,
                                router=router, threshold=threshold, combine=combine, workers=workers, planner_model=planner_model)
         tr = o.run(prompt, max_new_tokens, temperature, seed)
+        bad = [p for p in tr["parts"] if p["status"] != "ok"]
+        if len(bad) == len(tr["parts"]): raise SmaError(f"every part failed; part {bad[0]['id']}: {bad[0]['error']}")
         print(_dumps(tr, indent=2, default=str) if json else trace_text(tr) + "\n\n" + tr["answer"])
 
 _dumps = json.dumps

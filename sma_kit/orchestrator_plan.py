@@ -121,10 +121,11 @@ def check_plan(subtasks: Sequence[Subtask]) -> list[Subtask]:
 # %% ../nbs/37_orchestrator_plan.ipynb #1614f599
 VERBS = ("explain answer calculate compute solve summarize summarise describe list give find estimate tell show define compare outline translate "
          "draft discuss analyze analyse predict evaluate name suggest recommend provide create build write fit train plot implement "
-         "simplify derive prove state identify classify convert check review assess").split()
+         "simplify derive prove state identify classify convert check review assess use square double multiply add subtract divide "
+         "rewrite format sort count repeat print say").split()
 _ITEM = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s+(.*)$")
 _SENT = re.compile(r"(?<=[.!?])\s+(?=[\"'(A-Z0-9])")
-_CONJ = re.compile(r"\s*;\s+(?=(?:then\s+)?(?:" + "|".join(VERBS) + r")\b)|,\s+(?:and\s+)?then\s+|\s+and\s+(?:then|also)\s+|\s+and\s+(?=(?:" + "|".join(VERBS) + r")\b)", re.I)
+_CONJ = re.compile(r"(?:\s*;\s+|,\s+(?:and\s+)?then\s+|\s+and\s+(?:then\s+|also\s+)?)(?=(?:" + "|".join(VERBS) + r")\b)", re.I)
 _REF_N = re.compile(r"\b(?:step|part|item)\s+(\d+)\b", re.I)
 _REF_PREV = re.compile(r"\b(?:the (?:result|answer|output|above)|(?:that|this) (?:result|answer|value|number)|(?:" + "|".join(VERBS)
                        + r"|use|using|with|from|of) (?:it|this|that|them)\b|previous|above)", re.I)
