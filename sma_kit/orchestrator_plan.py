@@ -154,7 +154,8 @@ def _conj_parts(part: str) -> list[tuple[str, bool]]:
         pieces.append((part[prev:m.start()], then)); prev, then = m.end(), "then" in m.group(0).lower()
     pieces.append((part[prev:], then))
     out = [(t.strip(" ,"), th) for t, th in pieces]
-    return [(t[0].upper() + t[1:], th) for t, th in out if t] or [(part, False)]
+    out = [(t[0].upper() + t[1:] if i else t, th) for i, (t, th) in enumerate(out)]
+    return [(t, th) for t, th in out if t] or [(part, False)]
 
 def _deps(i: int, text: str, then: bool) -> list[str]:
     refs = sorted({int(n) for n in _REF_N.findall(text) if 1 <= int(n) <= i})
