@@ -4,7 +4,7 @@
 
 # %% ../nbs/38_orchestrator.ipynb #d24ee359
 from __future__ import annotations
-import json, threading, time
+import html, json, threading, time
 from dataclasses import dataclass, asdict
 from pathlib import Path
 from typing import Sequence
@@ -240,11 +240,10 @@ def orchestrate(self: SpecialistManager, prompt: str, router: str = "likelihood"
 def orchestrate_view(manager, max_new_tokens: int = 48):
     "A small widget: a prompt, a button, and the trace (plan -> routes -> answers)."
     import ipywidgets as W
-    box, go, out = W.Textarea(placeholder="A request with several parts ...", layout=W.Layout(width="100%")), W.Button(description="Orchestrate"), W.Output()
+    box, go, out = W.Textarea(placeholder="A request with several parts ...", layout=W.Layout(width="100%")), W.Button(description="Orchestrate"), W.HTML()
     def click(_):
-        out.clear_output()
-        with out:
-            try: print(trace_text(manager.orchestrate(box.value, max_new_tokens=max_new_tokens)))
-            except SmaError as e: print(f"error: {e}")
+        try: text = trace_text(manager.orchestrate(box.value, max_new_tokens=max_new_tokens))
+        except SmaError as e: text = f"error: {e}"
+        out.value = f"<pre>{html.escape(text)}</pre>"
     go.on_click(click)
     return W.VBox([box, go, out])

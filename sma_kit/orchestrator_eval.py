@@ -145,7 +145,7 @@ def corpus_windows(data_dir, n: int = 40, words: int = 40, seed: int = 0, genera
 
 # %% ../nbs/39_orchestrator_eval.ipynb #58dcc7eb
 def orchestrate_eval(project_dir, data_dir=None, n: int = 50, composed: int = 50, min_tokens: int = 0, routers: str = "likelihood,classifier",
-                     threshold: float = 0.5, gsm8k: int = 20, backend: str = "torch", log=print) -> dict:
+                     threshold: float = 0.5, gsm8k: int = 20, backend: str = "torch", windows: int = 60, bag: bool = True, log=print) -> dict:
     "The evaluation above on a trained project (see `orchestrate_eval_cli`)."
     specs, gen = specialists_from_project(project_dir, backend, separate=False)
     names, data = list(specs), Path(project_dir) / "data"
@@ -157,7 +157,7 @@ def orchestrate_eval(project_dir, data_dir=None, n: int = 50, composed: int = 50
     for rname in [r.strip() for r in routers.split(",") if r.strip()]:
         t0 = time.perf_counter()
         if rname == "likelihood": router = LikelihoodRouter(specs, gen)
-        elif rname == "classifier": router = fit_router(specs, gen, *corpus_windows(data, generalist=gen))
+        elif rname == "classifier": router = fit_router(specs, gen, *corpus_windows(data, n=windows, generalist=gen), bag=bag)
         else: raise SmaError(f"--routers: {rname!r} is not likelihood or classifier")
         r = {"fit_s": time.perf_counter() - t0, "single": routing_eval(router, prompts, gen, names, threshold),
              "composed": composed_eval(router, composed_requests(prompts, composed), gen, threshold)}
@@ -179,12 +179,14 @@ def orchestrate_eval_cli(
     threshold:float=0.5,           # below this confidence the generalist answers
     gsm8k:int=20,                  # GSM8K questions answered orchestrated vs generalist (0: skip)
     backend:str="torch",           # torch or jax
+    windows:int=60,                # classifier training passages per domain
+    no_bag:bool=False,             # classifier without token-histogram features
     out:str=None,                  # write the results as JSON here
 ):
     "Routing accuracy, composed requests, reference perplexity and GSM8K of a project's orchestrator."
     with cli_errors():
         if not project_dir: raise SmaError("--project_dir: give a trained project")
-        res = orchestrate_eval(project_dir, data_dir, n, composed, min_tokens, routers, threshold, gsm8k, backend)
+        res = orchestrate_eval(project_dir, data_dir, n, composed, min_tokens, routers, threshold, gsm8k, backend, windows, not no_bag)
         text = json.dumps(res, indent=2, default=str)
         if out: Path(out).write_text(text + "\n")
         else: print(text)

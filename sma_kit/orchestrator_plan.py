@@ -5,6 +5,7 @@
 # %% ../nbs/37_orchestrator_plan.ipynb #428086cc
 from __future__ import annotations
 import json, re, threading, urllib.error, urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -15,8 +16,8 @@ from .generate import TextLM, load_lm
 # %% auto #0
 __all__ = ['VERBS', 'PLAN_PROMPT', 'weights_lock', 'LMSpecialist', 'HTTPSpecialist', 'HFSpecialist', 'Subtask', 'check_plan',
            'is_request', 'rules_plan', 'parse_plan', 'Plan', 'make_plan', 'loglik_table', 'LikelihoodRouter',
-           'RulesRouter', 'GateRouter', 'ClassifierRouter', 'fit_router', 'Route', 'route', 'parse_specialists',
-           'load_specialist', 'specialists_from_project']
+           'RulesRouter', 'GateRouter', 'bag_features', 'ClassifierRouter', 'fit_router', 'Route', 'route',
+           'parse_specialists', 'load_specialist', 'specialists_from_project']
 
 # %% ../nbs/37_orchestrator_plan.ipynb #8bb5abb3
 _LOCKS: dict[int, threading.Lock] = {}
@@ -228,8 +229,9 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     e = np.exp(x - x.max(-1, keepdims=True)); return e / e.sum(-1, keepdims=True)
 
 def loglik_table(specs: dict, texts: Sequence[str]) -> dict[str, list[tuple[float, int]]]:
-    "(sum log p, tokens) of each text under each specialist."
-    return {n: s.loglik(texts) for n, s in specs.items()}
+    "(sum log p, tokens) of each text under each specialist (one batched call per model, the models concurrently)."
+    with ThreadPoolExecutor(max(1, len(specs))) as ex: futs = {n: ex.submit(s.loglik, list(texts)) for n, s in specs.items()}
+    return {n: f.result() for n, f in futs.items()}
 
 class LikelihoodRouter:
     name = "likelihood"
@@ -273,19 +275,28 @@ class GateRouter:
         return out
 
 # %% ../nbs/37_orchestrator_plan.ipynb #6cd4f0a8
+def bag_features(tok, texts, vocab: int) -> np.ndarray:
+    "Token histogram of each text (frequencies; ids beyond `vocab` dropped)."
+    H = np.zeros((len(texts), vocab))
+    for i, t in enumerate(texts):
+        ids = [x for x in tok.encode(t) if x < vocab]
+        if ids: np.add.at(H[i], ids, 1.0 / len(ids))
+    return H
+
 class ClassifierRouter:
     name = "classifier"
-    def __init__(self, specs: dict, generalist: str, labels: Sequence[str], W, b, mu, sd):
-        self.specs, self.generalist, self.labels = specs, generalist, list(labels)
+    def __init__(self, specs: dict, generalist: str, labels: Sequence[str], W, b, mu, sd, vocab: int = 0):
+        self.specs, self.generalist, self.labels, self.vocab = specs, generalist, list(labels), int(vocab)
         self.W, self.b, self.mu, self.sd = (np.asarray(x, np.float64) for x in (W, b, mu, sd))
     @staticmethod
-    def features(specs: dict, generalist: str, texts) -> np.ndarray:
+    def features(specs: dict, generalist: str, texts, vocab: int = 0) -> np.ndarray:
         ll = loglik_table(specs, texts)
         per = np.array([[ll[n][i][0] / ll[n][i][1] for n in specs] for i in range(len(texts))])
         g = per[:, list(specs).index(generalist)][:, None]
-        return np.concatenate([per - g, g], 1)
+        X = np.concatenate([per - g, g], 1)
+        return np.concatenate([X, bag_features(specs[generalist].lm.tok, texts, vocab)], 1) if vocab else X
     def probs(self, texts) -> np.ndarray:
-        return _softmax(((self.features(self.specs, self.generalist, texts) - self.mu) / self.sd) @ self.W + self.b)
+        return _softmax(((self.features(self.specs, self.generalist, texts, self.vocab) - self.mu) / self.sd) @ self.W + self.b)
     def propose(self, texts):
         out = []
         for p in self.probs(texts):
@@ -293,26 +304,27 @@ class ClassifierRouter:
             out.append((None if self.labels[k] == self.generalist else self.labels[k], dict(zip(self.labels, map(float, p))), float(p[k])))
         return out
     def to_json(self) -> str:
-        return json.dumps({"generalist": self.generalist, "models": list(self.specs), "labels": self.labels,
+        return json.dumps({"generalist": self.generalist, "models": list(self.specs), "labels": self.labels, "vocab": self.vocab,
                            **{k: getattr(self, k).tolist() for k in ("W", "b", "mu", "sd")}})
     @classmethod
     def from_json(cls, s: str, specs: dict) -> "ClassifierRouter":
         d = json.loads(s)
         if d["models"] != list(specs): raise SmaError(f"the classifier was trained over models {d['models']}, not {list(specs)}")
-        return cls(specs, d["generalist"], d["labels"], d["W"], d["b"], d["mu"], d["sd"])
+        return cls(specs, d["generalist"], d["labels"], d["W"], d["b"], d["mu"], d["sd"], d.get("vocab", 0))
 
-def fit_router(specs: dict, generalist: str, texts: Sequence[str], labels: Sequence[str], l2: float = 1e-3, steps: int = 500,
-               lr: float = 0.5) -> ClassifierRouter:
-    "A `ClassifierRouter` trained on `texts` with `labels` (specialist names)."
-    names = sorted(set(labels))
-    X = ClassifierRouter.features(specs, generalist, texts)
-    mu, sd = X.mean(0), X.std(0) + 1e-6
+def fit_router(specs: dict, generalist: str, texts: Sequence[str], labels: Sequence[str], l2: float = 1e-2, steps: int = 500,
+               lr: float = 0.5, bag: bool = False) -> ClassifierRouter:
+    "A `ClassifierRouter` trained on `texts` with `labels` (specialist names); `bag` adds token-histogram features."
+    names, vocab = sorted(set(labels)), (specs[generalist].lm.tok.vocab_size if bag else 0)
+    X = ClassifierRouter.features(specs, generalist, texts, vocab)
+    mu, sd = X.mean(0), X.std(0)
+    sd[sd < 1e-3] = 1.0
     Xs, Y = (X - mu) / sd, np.eye(len(names))[[names.index(l) for l in labels]]
     W, b = np.zeros((X.shape[1], len(names))), np.zeros(len(names))
     for _ in range(steps):
         G = (_softmax(Xs @ W + b) - Y) / len(Xs)
         W -= lr * (Xs.T @ G + l2 * W); b -= lr * G.sum(0)
-    return ClassifierRouter(specs, generalist, names, W, b, mu, sd)
+    return ClassifierRouter(specs, generalist, names, W, b, mu, sd, vocab)
 
 # %% ../nbs/37_orchestrator_plan.ipynb #e3965a90
 @dataclass

@@ -134,6 +134,7 @@ def two_models(tmp_path_factory):
         tc = TrainConfig(batch_size=16, seq_len=32, max_steps=250, lr=5e-3, warmup_steps=20, eval_every=250, seed=0)
         B.train_generalist(root / name / "data", root / name / "model", shape, tc, tokenizer="byte", device="cpu", overwrite=True, progress=False)
         lms[name] = LMSpecialist(name, load_lm(root / name / "model", name=name))
+        lms[name].path = root / name / "model"
     return lms
 
 def test_likelihood_and_classifier_routing_pick_the_right_model(two_models):
@@ -173,6 +174,25 @@ def test_transformers_llama_specialist(two_models):
     assert n == 4 and ll < 0
     tr = Orchestrator({**two_models, "llama": hf}, "general", router="rules", keywords={"llama": ["llama"]}).run("Say llama", 4)
     assert tr["routes"][0]["specialist"] == "llama" and tr["parts"][0]["status"] == "ok"
+
+
+def test_manager_orchestrate_and_view(two_models, tmp_path):
+    import shutil
+    from sma_kit.manager import SpecialistManager
+    from sma_kit.orchestrator import trace_text, orchestrate_view
+    shutil.copytree(two_models["general"].path, tmp_path / "outputs" / "general")
+    (tmp_path / "data" / "general").mkdir(parents=True); (tmp_path / "data" / "general" / "t.txt").write_text("12 ab " * 50)
+    m = SpecialistManager(tmp_path, progress=False, log=None)
+    tr = m.orchestrate("Write 12 34 56. Write abc def.", max_new_tokens=8)
+    assert [r["specialist"] for r in tr["routes"]] == ["general", "general"] and all(p["status"] == "ok" for p in tr["parts"])
+    assert "**Routes**" in trace_text(tr)
+    with pytest.raises(SmaError, match="empty prompt"): m.orchestrate("  ")
+    pytest.importorskip("ipywidgets")
+    v = orchestrate_view(m, max_new_tokens=4)
+    v.children[0].value = "Write 12."; v.children[1].click()
+    assert "**Plan**" in v.children[2].value and "general" in v.children[2].value
+    v.children[0].value = " "; v.children[1].click()
+    assert "error: empty prompt" in v.children[2].value
 
 
 # ---- endpoints and bad input -----------------------------------------------------------------------------------------------
