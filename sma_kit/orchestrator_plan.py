@@ -175,8 +175,7 @@ def rules_plan(request: str) -> tuple[list[Subtask], str]:
         else: pre.append(l)
     if items: raw, context = [(t, False) for t in items], " ".join(pre)
     else:
-        sents = [s.strip() for l in lines for s in _SENT.split(l) if s.strip()]
-        raw, context = [p for part in _sentence_parts("\n".join(sents)) for p in _conj_parts(part)], ""
+        raw, context = [p for l in lines for part in _sentence_parts(l) for p in _conj_parts(part)], ""
     return [Subtask(str(i + 1), t, _deps(i, t, th)) for i, (t, th) in enumerate(raw)], context
 
 # %% ../nbs/37_orchestrator_plan.ipynb #44b0d413
