@@ -14,6 +14,7 @@ from .config import SmaError
 from .cli import cli_errors
 from .generate import TextLM
 from .manager import SpecialistManager
+from .chat import one_line
 from .orchestrator_plan import (Subtask, Plan, Route, check_plan, make_plan, route, LikelihoodRouter, RulesRouter, GateRouter,
                                 ClassifierRouter, LMSpecialist, load_specialist, parse_specialists, specialists_from_project)
 
@@ -81,14 +82,10 @@ def execute(plan: Plan, routes: Sequence[Route], specs: dict, workers: int = 4, 
             for j, i in enumerate(job.ids):
                 p = parts[i]; p.start, p.end = job.start, job.end if job.done.is_set() else clock()
                 if late: p.status, p.error = "timeout", f"no answer within {timeout:g} s"
-                elif job.err is not None: p.status, p.error = "failed", _one_line(job.err)
+                elif job.err is not None: p.status, p.error = "failed", one_line(job.err)
                 else: p.status, p.text = "ok", str(job.out[j])
         if running and not any(j.done.is_set() for j in running): running[0].done.wait(0.02)
     return parts
-
-def _one_line(e: BaseException) -> str:
-    msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    return msg if isinstance(e, SmaError) else f"{type(e).__name__}: {msg}" if msg else type(e).__name__
 
 # %% ../nbs/38_orchestrator.ipynb #cd43d0e5
 def combine_concat(plan: Plan, parts: dict[str, Part]) -> str:
@@ -137,7 +134,7 @@ class Orchestrator:
         if self.combine == "lm":
             body = "\n\n".join(f"Part {s.id}: {s.text}\n{parts[s.id].text}" for s in plan.subtasks if parts[s.id].status == "ok")
             try: answer = self.specs[self.combiner_model].complete([COMBINE_PROMPT.format(request=prompt, parts=body)], 2 * max_new_tokens, temperature, seed)[0]
-            except Exception as e: notes.append(f"lm combine failed ({_one_line(e)}); concatenated instead")
+            except Exception as e: notes.append(f"lm combine failed ({one_line(e)}); concatenated instead")
         t4 = time.perf_counter()
         return {"request": prompt, "plan": {"planner": plan.planner, "context": plan.context, "notes": notes, "subtasks": [asdict(s) for s in plan.subtasks]},
                 "routes": [asdict(r) for r in routes],
