@@ -47,32 +47,33 @@ def timed(f, reps):
 
 
 def parallel(project: Path, prompts: dict, reps: int, max_new_tokens: int = 64) -> dict:
-    "Four independent subtasks over two specialists (math, business): workers 2 vs 1 vs one call per subtask."
+    "Four independent subtasks over two specialists (math, business), sampled with a seed: workers 2 vs 1 vs one call per subtask."
     specs, gen = specialists_from_project(project, separate=True)
     qs = [("math", prompts["math"][0]), ("business", prompts["business"][0]), ("math", prompts["math"][1]), ("business", prompts["business"][1])]
     plan = Plan("bench", [Subtask(str(i + 1), q) for i, (_, q) in enumerate(qs)], "rules")
     routes = [Route(str(i + 1), d, {}, 1.0, "fixed") for i, (d, _) in enumerate(qs)]
-    run = lambda w: execute(plan, routes, specs, workers=w, max_new_tokens=max_new_tokens)
+    run = lambda w: execute(plan, routes, specs, workers=w, max_new_tokens=max_new_tokens, temperature=0.8, seed=0)
     run(2)                                                      # warm-up
     par, ser = timed(lambda: run(2), reps), timed(lambda: run(1), reps)
-    one = timed(lambda: [specs[d].complete([q], max_new_tokens) for d, q in qs], reps)
+    one = timed(lambda: [specs[d].complete([q], max_new_tokens, 0.8, 0) for d, q in qs], reps)
     a, b = run(1), run(2)
+    toks = [a[i].tokens for i in a]
     return {"subtasks": 4, "specialists": ["math", "business"], "max_new_tokens": max_new_tokens, "parallel_workers2_s": par,
             "serial_workers1_s": ser, "one_call_per_subtask_s": one, "ratio_parallel_vs_serial": par / ser,
-            "ratio_parallel_vs_one_call_each": par / one, "same_outputs": [a[i].text for i in a] == [b[i].text for i in b]}
+            "ratio_parallel_vs_one_call_each": par / one, "same_outputs": [a[i].text for i in a] == [b[i].text for i in b], "answer_tokens": toks}
 
 
 def overhead(project: Path, prompts: dict, n: int, max_new_tokens: int = 64) -> dict:
-    "(plan + route) / generation time of full runs on composed requests, 64-token answers."
+    "(plan + route) / generation time of full runs on composed requests, answers of up to 64 tokens sampled (temperature 0.8, seed 0)."
     specs, gen = specialists_from_project(project, separate=True)
     o = Orchestrator(specs, gen, workers=2)
     rows = []
     for req, parts, ds in composed_requests(prompts, n, seed=7):
-        tr = o.run(req, max_new_tokens)
-        t = tr["timings"]; rows.append({"parts": len(parts), **{k: t[k] for k in ("plan_s", "route_s", "execute_s")}})
+        tr = o.run(req, max_new_tokens, temperature=0.8, seed=0)
+        t = tr["timings"]; rows.append({"parts": len(parts), "tokens": [p["tokens"] for p in tr["parts"]], **{k: t[k] for k in ("plan_s", "route_s", "execute_s")}})
     pr, ex = sum(r["plan_s"] + r["route_s"] for r in rows), sum(r["execute_s"] for r in rows)
     return {"requests": n, "max_new_tokens": max_new_tokens, "plan_s": sum(r["plan_s"] for r in rows), "route_s": sum(r["route_s"] for r in rows),
-            "execute_s": ex, "overhead_fraction": pr / ex}
+            "execute_s": ex, "overhead_fraction": pr / ex, "mean_answer_tokens": statistics.mean(x for r in rows for x in r["tokens"])}
 
 
 def main():

@@ -35,6 +35,8 @@ class Part:
     end: float = 0.0
     batch: int = 1               # subtasks in the same call
     question: str = ""           # the subtask's own text
+    prompt_tokens: int | None = None   # by the specialist's tokenizer (None: it has none here, e.g. an endpoint)
+    tokens: int | None = None          # tokens of the answer
 
 def part_prompt(s: Subtask, parts: dict, context: str = "") -> str:
     "The prompt of subtask `s`: shared context, each input's text and answer, then its own text."
@@ -84,6 +86,8 @@ def execute(plan: Plan, routes: Sequence[Route], specs: dict, workers: int = 4, 
                 if late: p.status, p.error = "timeout", f"no answer within {timeout:g} s"
                 elif job.err is not None: p.status, p.error = "failed", one_line(job.err)
                 else: p.status, p.text = "ok", str(job.out[j])
+                cnt = getattr(job.spec, "count", None)
+                if cnt: p.prompt_tokens, p.tokens = cnt(p.prompt), cnt(p.text) if p.status == "ok" else 0
         if running and not any(j.done.is_set() for j in running): running[0].done.wait(0.02)
     return parts
 

@@ -34,7 +34,8 @@ class LMSpecialist:
     def __repr__(self): return f"LMSpecialist({self.name!r}, {self.lm.kind})"
     def complete(self, prompts: Sequence[str], max_new_tokens: int = 64, temperature: float = 0.0, seed: int | None = 0) -> list[str]:
         with self.lock: return self.lm.generate(list(prompts), max_new_tokens, temperature, seed=seed)
-    def n_tokens(self, text: str) -> int: return max(1, len(self.lm.tok.encode(text)))
+    def count(self, text: str) -> int: return len(self.lm.tok.encode(text))
+    def n_tokens(self, text: str) -> int: return max(1, self.count(text))
     def loglik(self, texts: Sequence[str]) -> list[tuple[float, int]]:
         with self.lock: ll = self.lm.loglik([("", t) for t in texts])
         return [(v, self.n_tokens(t)) for v, t in zip(ll, texts)]
