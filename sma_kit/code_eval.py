@@ -13,6 +13,7 @@ import os, sys, ast, json, gzip, time, builtins, warnings
 from typing import Callable, Iterable, Sequence
 import numpy as np
 from fastcore.script import call_parse
+from .checkpoint import atomic_write
 from .sandbox import STATUSES, SandboxError, Interrupted, run_many, sandbox_mode
 
 # %% ../nbs/34_code_eval.ipynb #7f89f780
@@ -235,8 +236,8 @@ def _parse_ks(k):
     return ks
 
 def _write_json(path, obj):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f: json.dump(obj, f, indent=1)
+    "Whole or not at all: a failure mid-write leaves the previous file."
+    atomic_write(path, json.dumps(obj, indent=1))
 
 def code_eval_main(samples: str, dataset: str = "humaneval", k: str = "1,10", timeout: float = 10.0,
                    out: str | None = None, data: str | None = None, workers: int | None = None,

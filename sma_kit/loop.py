@@ -9,13 +9,13 @@ from pathlib import Path
 from types import SimpleNamespace
 from tqdm.auto import tqdm
 from .config import ModelConfig, TrainConfig, SmaError
-from .checkpoint import atomic_write, check_output_dir, TOKENIZER
+from .checkpoint import atomic_write, check_output_dir, resolve_dir, TOKENIZER, TRAIN_STATE
 from .data import (resolve_data_dir, discover_domains, load_domain, token_stream, split_stream, val_windows, MixtureSampler,
                           specialist_corpora, load_corpus_streams)
 from .tokenizer import build_tokenizer, load_tokenizer
 
 # %% auto #0
-__all__ = ['RESUME_FREE', 'TrainLoop', 'generalist_inputs', 'check_generalist', 'specialist_inputs']
+__all__ = ['RESUME_FREE', 'TrainLoop', 'resume_tokenizer', 'generalist_inputs', 'check_generalist', 'specialist_inputs']
 
 # %% ../nbs/05_loop.ipynb #53397439
 RESUME_FREE = {"stop_after", "patience", "min_delta", "log_every", "eval_every"}   # settings a resumed run may change
@@ -118,6 +118,11 @@ class TrainLoop:
                 "elapsed_s": st["elapsed_s"], "tokens": st["tokens"], "out_dir": str(self.out), **self._result_extra()}
 
 # %% ../nbs/05_loop.ipynb #23781fa5
+def resume_tokenizer(out):
+    "The tokenizer a run in `out` resumes with: the copy in `train_state/` (saved with the state), else the model's (older runs)."
+    p = resolve_dir(Path(out) / TRAIN_STATE) / TOKENIZER
+    return load_tokenizer(p if p.is_file() else Path(out) / TOKENIZER)
+
 def generalist_inputs(data_dir, output_dir, cfg: ModelConfig | dict | None, tc: TrainConfig, tokenizer: str = "bpe",
                       vocab_size: int = 8192, val_fraction: float = 0.1, resume: bool = False, overwrite: bool = False,
                       check_out=check_output_dir) -> SimpleNamespace:
@@ -126,7 +131,7 @@ def generalist_inputs(data_dir, output_dir, cfg: ModelConfig | dict | None, tc: 
     all_domains = list(discover_domains(data_dir)) if (Path(data_dir) / "general").is_dir() else [name]
     out = check_out(output_dir, resume, overwrite, create=False)
     docs = load_domain(files)["text"]
-    tok = load_tokenizer(out / TOKENIZER) if resume else build_tokenizer(tokenizer, docs, vocab_size, all_domains)
+    tok = resume_tokenizer(out) if resume else build_tokenizer(tokenizer, docs, vocab_size, all_domains)
     train, val = split_stream(token_stream(docs, tok), val_fraction)
     if isinstance(cfg, dict) or cfg is None: cfg = ModelConfig(**{"max_seq_len": tc.seq_len, **(cfg or {}), "vocab_size": tok.vocab_size})
     if cfg.vocab_size != tok.vocab_size: raise SmaError(f"tokenizer has {tok.vocab_size} tokens but the model config says vocab_size {cfg.vocab_size}")

@@ -10,6 +10,7 @@ from typing import Sequence
 import numpy as np
 from fastcore.script import call_parse
 from .config import SmaError
+from .checkpoint import atomic_write
 from .cli import cli_errors
 from .data import discover_domains, file_documents
 from .qa_eval import data_root, read_gsm8k, eval_gsm8k, gsm8k_shots
@@ -188,5 +189,5 @@ def orchestrate_eval_cli(
         if not project_dir: raise SmaError("--project_dir: give a trained project")
         res = orchestrate_eval(project_dir, data_dir, n, composed, min_tokens, routers, threshold, gsm8k, backend, windows, not no_bag)
         text = json.dumps(res, indent=2, default=str)
-        if out: Path(out).write_text(text + "\n")
+        if out: atomic_write(out, text + "\n")
         else: print(text)

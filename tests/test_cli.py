@@ -86,6 +86,42 @@ def test_resume_continues_to_the_same_weights(tiny_corpus, tmp_path):
     one_error_line(p, tmp_path / "a", "--resume", "--overwrite")
 
 
+def test_overwrite_replaces_tokenizer_config_and_weights_together(tiny_corpus, tmp_path):
+    "Ctrl-C in an --overwrite run before its first evaluation leaves the old model whole; a finished one has the new tokenizer with its weights."
+    import signal, subprocess, sys, time
+    import numpy as np
+    from conftest import PIGS
+    from sma_kit.backend import load_backend
+    B, out = load_backend("torch"), tmp_path / "gen"
+    assert run_cli("sma_train_generalist", "--data_dir", tiny_corpus, "--output_dir", out, "--tokenizer", "byte", *TINY).returncode == 0
+    old_tok, old_w = (out / "tokenizer.json").read_text(), tensors(out)
+    other = tmp_path / "other" / "general"; other.mkdir(parents=True); (other / "t.txt").write_text(PIGS.replace("pigs", "cows") * 3)
+    bpe = ["--data_dir", other.parent, "--output_dir", out, "--overwrite", "--tokenizer", "bpe", "--vocab_size", 300]
+    (out / "metrics.jsonl").unlink()     # the new run's first log line is the sign that it trains
+    run_cli("sma_train_generalist", "--help")   # writes the runner script
+    from conftest import _RUNNERS
+    proc = subprocess.Popen([sys.executable, str(_RUNNERS / "sma_train_generalist"), *map(str, bpe), *map(str, TINY[:-7]),
+                             "--max_steps", "100000", "--eval_every", "50000", "--log_every", "1", "--warmup_steps", "2", "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        while proc.poll() is None and not ((out / "metrics.jsonl").is_file() and (out / "metrics.jsonl").read_text().strip()): time.sleep(0.05)
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None: proc.kill()
+    assert proc.returncode == 130 and "interrupted" in stdout, (proc.returncode, stdout, stderr[-2000:])
+    model, tok = B.load_model(out, "cpu")
+    assert (out / "tokenizer.json").read_text() == old_tok and tok.vocab_size == model.cfg.vocab_size
+    new_w = tensors(out)
+    assert set(new_w) == set(old_w) and all(np.array_equal(old_w[k], new_w[k]) for k in old_w)
+    done = run_cli("sma_train_generalist", *bpe, *TINY)
+    assert done.returncode == 0, done.stderr[-2000:]
+    model, tok = B.load_model(out, "cpu")
+    assert (out / "tokenizer.json").read_text() != old_tok and tok.vocab_size == model.cfg.vocab_size == len(tensors(out)["embed.weight"])
+    assert (out / "tokenizer.json").read_text() == (out / "train_state" / "tokenizer.json").read_text()
+
+
 # ---------------------------------------------------------------------------------------------- bad input
 def test_bad_data_dirs(tmp_path, tiny_corpus):
     base = ["--output_dir", tmp_path / "out", "--tokenizer", "byte", *TINY]
@@ -343,3 +379,56 @@ def test_missing_jax_is_one_line(site, tmp_path, name):
 def test_missing_torch_xla_is_one_line(site, tmp_path, name):
     p = run_with(site, name, *fake_project(tmp_path)[name], "--device", "xla", SMA_TEST_BLOCK="torch_xla")
     one_error_line(p, "--device xla", "pip install 'sma_kit[xla]'")
+
+
+# the other console scripts: each missing optional package and Ctrl-C give one line
+def other_project(root: Path, model=None) -> dict:
+    "Arguments that make each of the other console scripts start real work on `root` (a `fake_project`)."
+    fake_project(root)
+    model = model or root / "model"
+    if not (root / "outputs" / "general").exists(): shutil.copytree(root / "model", root / "outputs" / "general")
+    return {
+        "sma_evaluate": ["--model_dirs", model, "--datasets", "gsm8k", "--sample_size", 1, "--output_dir", root / "ev", "--quiet", "--device", "cpu"],
+        "sma_run_job": ["train_generalist", "--output_dir", root / "job", "--p", "data_dir", root / "data", "--quiet"],
+        "sma_kaggle_prepare": ["--user", "someone", "--out_dir", root / "kaggle", "--install", "sma_kit==0.0.1"],
+        "sma_rag": ["index", "--docs", root / "data" / "general", "--store", root / "store"],
+        "sma_serve": ["--project_dir", root, "--port", 0],
+        "sma_orchestrate": ["--prompt", "what is 1 + 1?", "--project_dir", root],
+        "sma_orchestrate_eval": ["--project_dir", root, "--data_dir", root / "data", "--gsm8k", 0],
+    }
+
+
+OTHERS = sorted(set(console_scripts()) - set(MINE) - {"sma_code_eval"})   # sma_code_eval: tests/test_code_eval.py
+
+
+def test_every_other_script_is_covered(tmp_path):
+    assert sorted(other_project(tmp_path)) == OTHERS
+
+
+@pytest.mark.parametrize("name", OTHERS)
+def test_other_scripts_ctrl_c_is_one_line_and_130(site, tmp_path, name):
+    p = run_with(site, name, *other_project(tmp_path)[name], SMA_TEST_CTRL_C=str(tmp_path))
+    assert p.returncode == 130, (p.returncode, p.stdout[-1000:], p.stderr[-2000:])
+    assert [l for l in p.stderr.splitlines() if l.strip()] == ["interrupted"], p.stderr[-2000:]
+
+
+MISSING = [("sma_evaluate", "torch", "torch"), ("sma_run_job", "papermill", "jobs"), ("sma_rag", "bm25s", "rag"),
+           ("sma_serve", "fastapi", "serve"), ("sma_serve", "uvicorn", "serve"),
+           ("sma_specialists", "torch", "torch"), ("sma_add_specialist", "torch", "torch"), ("sma_delete_specialist", "torch", "torch")]
+
+
+@pytest.mark.parametrize("name,package,extra", MISSING)
+def test_missing_optional_package_is_one_line(site, tmp_path, trained, name, package, extra):
+    "A real model and project, so that the script gets as far as needing the package."
+    _, gen, _ = trained
+    root = tmp_path / "p"
+    (root / "outputs").mkdir(parents=True); shutil.copytree(gen, root / "outputs" / "general")
+    args = other_project(root, gen)[name] if name in OTHERS else fake_project(root)[name]
+    p = run_with(site, name, *args, SMA_TEST_BLOCK=package)
+    if name in ("sma_specialists", "sma_delete_specialist"):   # a status, or deleting what is not there, needs no torch: never a traceback
+        assert "Traceback" not in p.stderr + p.stdout and (p.returncode == 0 or len(p.stderr.strip().splitlines()) == 1), p.stderr[-3000:]
+        return
+    assert p.returncode != 0 and "Traceback" not in p.stderr + p.stdout, (p.returncode, p.stderr[-3000:])
+    lines = [l for l in p.stderr.splitlines() if l.strip() and not l.startswith(("train:", "\r"))]
+    assert len(lines) == 1 and lines[0].startswith("error: "), p.stderr[-3000:]
+    assert f"pip install 'sma_kit[{extra}]'" in lines[0], lines[0]

@@ -617,6 +617,24 @@ def test_cli_scores_humaneval(cli, he):
 
 
 @needs_kernel
+def test_out_is_written_atomically(he, tmp_path, monkeypatch):
+    "A failure while --out is being written leaves the previous file whole and no temporary file."
+    import sma_kit.checkpoint
+    from sma_kit.code_eval import code_eval_main
+    t = next(iter(he))
+    f = _write(tmp_path / "s.jsonl", [{"task_id": t, "completion": he[t]["canonical_solution"]}])
+    out = tmp_path / "res" / "r.json"
+    code_eval_main(str(f), k="1", out=str(out), progress=False)
+    before = out.read_bytes()
+    assert json.loads(before)["pass@1"] == 1.0
+    def fail(fd): raise OSError("disk full")
+    monkeypatch.setattr(sma_kit.checkpoint.os, "fsync", fail)
+    g = _write(tmp_path / "w.jsonl", [{"task_id": t, "completion": "    return None\n"}])
+    with pytest.raises(OSError, match="disk full"): code_eval_main(str(g), k="1", out=str(out), progress=False)
+    assert out.read_bytes() == before and [p.name for p in out.parent.iterdir()] == ["r.json"]
+
+
+@needs_kernel
 @needs_mbpp
 def test_cli_scores_mbpp(cli):
     mb = read_mbpp(ids=[11, 12, 13])

@@ -196,6 +196,8 @@ class Trainer(TrainLoop):
             if self.st["step"] == self._saved: return        # saved at this step's evaluation already
             m.wait_until_finished(); m.delete(self.st["step"])
         self._saved = self.st["step"]
+        if self.tok is not None and self._is_main():   # what a resume reads; the model dir's copy goes with its weights
+            atomic_write(self.out / TRAIN_STATE / TOKENIZER, writer=self.tok.save)
         m.save(self.st["step"], args=ocp.args.Composite(state=ocp.args.StandardSave(self._arrays()), meta=ocp.args.JsonSave(meta)))
 
     def _meta_extra(self) -> dict:
@@ -284,7 +286,6 @@ def train_generalist(data_dir, output_dir, cfg: ModelConfig | dict | None = None
     g = generalist_inputs(data_dir, output_dir, cfg, tc, tokenizer, vocab_size, val_fraction, resume, overwrite, check_output_dir)
     model = sharded_model(g.cfg, mesh, tc.seed, compute_dtype_for(tc.precision, devices[0].platform))
     trainer = Trainer(model, g.tok, g.sampler, g.val, tc, g.out, mesh, progress=progress, max_to_keep=MAX_TO_KEEP)
-    if not resume and jax.process_index() == 0: g.tok.save(g.out / TOKENIZER)
     res = trainer.fit(resume=resume)
     if val_fraction == 0: save_model(model, g.out, g.tok)
     return {**res, **g.info, "n_params": model.num_params()}

@@ -129,6 +129,7 @@ class Trainer(TrainLoop):
             save_file(tensors or {"_empty": torch.zeros(0)}, str(d / "optimizer.safetensors"))
             save_file(rng, str(d / "rng.safetensors"))
             (d / "state.json").write_text(json.dumps(meta, indent=1))
+            if self.tok is not None: self.tok.save(d / TOKENIZER)   # what a resume reads; the model dir's copy goes with its weights
 
     def load_state(self, step: int | None = None):
         d = resolve_dir(self.out / TRAIN_STATE)
@@ -192,7 +193,6 @@ def train_generalist(data_dir, output_dir, cfg: ModelConfig | dict | None = None
     torch.manual_seed(tc.seed)
     model = DecoderLM(g.cfg)
     trainer = make_trainer(model, g.tok, g.sampler, g.val, tc, g.out, dev, progress=progress)
-    if not resume: g.tok.save(g.out / TOKENIZER)
     res = trainer.fit(resume=resume)
     if val_fraction == 0: save_model(model, g.out, g.tok)
     return {**res, **g.info, "n_params": model.num_params()}
