@@ -6,6 +6,7 @@ import json, os, subprocess, sys
 from pathlib import Path
 from types import SimpleNamespace
 import pytest
+from collections import Counter
 from conftest import one_error_line
 
 from sma_kit.config import SmaError
@@ -77,6 +78,7 @@ def test_extraction_recovers_every_reference(data_dir):
         # without the '####' marker the last-number rule must find the same value
         body = [r["answer"].rsplit("####", 1)[0] + "The answer is " + r["answer"].rsplit("####", 1)[1].strip() + "." for r in recs]
         assert sum(extract_answer(b) == r["target"] for b, r in zip(body, recs)) == n
+    assert {"-10", "-3", "2125"} <= {r["target"] for r in read_gsm8k("test", data_dir)}   # negative and large answers
 
 
 def test_gsm8k_harness_with_stub():
@@ -126,7 +128,10 @@ def test_baselines(data_dir):
     assert len(test) == 500 and abs(b["chance"] - 1 / 3) < 1e-12 and b["majority_label"] == "yes" and b["majority"] == 276 / 500
     gt = json.loads((data_dir / "medical" / "pubmedqa" / "test_ground_truth.json").read_text())
     assert all(PUBMEDQA_OPTIONS[t["answer"]] == gt[t["id"]] for t in test)
-    assert len(read_pubmedqa("all", data_dir)) == 1000
+    allq = read_pubmedqa("all", data_dir)
+    assert len(allq) == 1000 and {t["id"] for t in test} <= {a["id"] for a in allq}
+    assert Counter(PUBMEDQA_OPTIONS[t["answer"]] for t in allq) == {"yes": 552, "no": 338, "maybe": 110}
+    assert test[0]["prompt"].startswith("Abstract: ") and test[0]["prompt"].endswith(test[0]["question"] + "\nAnswer:")
 
 
 # ---------------------------------------------------------------- TextLM

@@ -51,13 +51,55 @@ def test_require_xla_says_what_to_install():
 def test_mismatched_torch_is_one_line(monkeypatch):
     with pytest.raises(SmaError, match=r"torch_xla 2\.9\.0 needs torch==2\.9\.0, but torch 2\.13\.0\+cpu is installed"):
         X.check_xla_versions("2.13.0+cpu", "2.9.0")
-    if HAVE_XLA:   # the real check, before torch_xla would be imported against the wrong torch
-        monkeypatch.setattr(torch, "__version__", "2.13.0+cpu")
-        with pytest.raises(SmaError, match="needs torch==2.9.0") as e: X.require_xla()
-        assert "\n" not in str(e.value)
 
 
-# -- one XLA device ------------------------------------------------------------------------------------------
+@needs_xla
+def test_require_xla_checks_the_installed_torch(monkeypatch):
+    "The real check, before torch_xla would be imported against the wrong torch."
+    monkeypatch.setattr(torch, "__version__", "2.13.0+cpu")
+    with pytest.raises(SmaError, match="needs torch==2.9.0") as e: X.require_xla()
+    assert "\n" not in str(e.value)
+
+
+# -- one XLA device (the first tests here count compiles: they run before anything else compiles) -------------
+@needs_xla
+def test_same_graph_compiles_once_and_spmd_comes_too_late():
+    import torch_xla
+    assert X.require_xla().__name__ == "torch_xla"
+    with pytest.raises(SmaError, match="cuda:0"): X.xla_device("cuda:0")
+    dev = X.xla_device("xla")
+    n0 = X.compile_count()
+    a = torch.arange(6.0).reshape(2, 3).to(dev)
+    for _ in range(3):  # the same small graph three times: compiled once
+        with torch_xla.compile(): b = (a * 2 + 1).sum(0)
+    assert X.compile_count() - n0 == 1 and torch.equal(b.cpu(), torch.tensor([8.0, 12.0, 16.0]))
+    with pytest.raises(SmaError, match="before the XLA device is first used"): X.xla_device(spmd=True)
+
+
+@needs_xla
+def test_to_xla_sends_data_not_a_graph():
+    import torch_xla
+    dev = X.xla_device("xla")
+    n0 = X.compile_count()
+    z = X.to_xla(torch.zeros(()), dev); torch_xla.sync()
+    assert X.compile_count() == n0 and float(z) == 0.0                 # data: nothing to compile
+    z = torch.zeros(()).to(dev); torch_xla.sync()
+    assert X.compile_count() == n0 + 1                                  # a constant: a graph of its own
+    b = X.put_batch(np.arange(8).reshape(2, 4), dev)
+    assert b.device == dev and b.cpu().tolist() == [[0, 1, 2, 3], [4, 5, 6, 7]]
+
+
+@needs_xla
+def test_xla_eval_loss_equals_eager_with_one_graph():
+    from sma_kit.torch.train import eval_loss
+    torch.manual_seed(0); m = DecoderLM(preset("tiny"))
+    val = np.random.default_rng(0).integers(0, 512, 32 * 5 + 1)           # 5 windows of 32: batches of 4 and a padded 1
+    ref = eval_loss(m, val, 32, 4)
+    n0 = X.compile_count()
+    got = X.xla_eval_loss(copy.deepcopy(m).to(X.xla_device()), val, 32, 4)
+    assert abs(got - ref) < 1e-4 and X.compile_count() - n0 == 1, (got, ref, X.compile_count() - n0)
+
+
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
     "The same tiny model trained 10 steps by the eager CPU trainer and by the XLA trainer."
