@@ -104,8 +104,10 @@ def test_overwrite_replaces_tokenizer_config_and_weights_together(tiny_corpus, t
                              "--max_steps", "100000", "--eval_every", "50000", "--log_every", "1", "--warmup_steps", "2", "--quiet"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        while proc.poll() is None and not ((out / "metrics.jsonl").is_file() and (out / "metrics.jsonl").read_text().strip()): time.sleep(0.05)
-        assert proc.poll() is None, proc.communicate()
+        give_up = time.monotonic() + 600   # a hang guard only: the sync is the log line
+        while proc.poll() is None and time.monotonic() < give_up and not ((out / "metrics.jsonl").is_file() and (out / "metrics.jsonl").read_text().strip()):
+            time.sleep(0.05)
+        assert proc.poll() is None and (out / "metrics.jsonl").is_file(), proc.communicate() if proc.poll() is not None else "no log line"
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=300)
     finally:
