@@ -32,7 +32,7 @@ def main():
         best = 0.0
         for _ in range(a.reps):
             t = time.perf_counter(); out = generate(m, ids, a.new_tokens, temperature=0.0)
-            best = max(best, out.shape[1] / (time.perf_counter() - t))
+            best = max(best, len(out[0]) / (time.perf_counter() - t))
         return best
 
     tps = {"generalist": speed(gen)}

@@ -72,7 +72,7 @@ def gen_speed(model, tok, n_new=96, reps=3):
     best = 0.0
     for _ in range(reps):
         t = time.perf_counter(); out = generate(model, ids, n_new, temperature=0.0); dt = time.perf_counter() - t
-        best = max(best, out.shape[1] / dt)
+        best = max(best, len(out[0]) / dt)
     return best
 
 

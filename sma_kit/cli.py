@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib, importlib.util, json, math, os, sys
 from pathlib import Path
 from fastcore.script import call_parse
-from .config import SmaError, ModelConfig, TrainConfig, ShiftConfig, SampleConfig, config_flags, flag_values
+from .config import SmaError, ModelConfig, TrainConfig, ShiftConfig, SampleConfig, LoadConfig, RunConfig, config_flags, flag_values
 from .backend import BACKENDS, load_backend
 from .checkpoint import atomic_write
 from .corpus import build_builtin_corpus
@@ -16,8 +16,8 @@ from .tokenizer import load_tokenizer
 
 # %% auto #0
 __all__ = ['EXTRA_OF', 'RENAME', 'DEMO_MODEL', 'DEMO_LR', 'cli_errors', 'check_backend', 'require', 'format_table', 'json_text',
-           'gate_table', 'final_line', 'train_generalist', 'train_specialists', 'generate', 'eval_lm', 'demo_run',
-           'demo']
+           'gate_table', 'final_line', 'run_flags', 'train_generalist', 'train_specialists', 'load_flags', 'generate',
+           'eval_lm', 'demo_run', 'demo']
 
 # %% ../nbs/50_cli.ipynb #f285fd54
 EXTRA_OF = {"torch": "torch", "jax": "jax", "flax": "jax", "optax": "jax", "orbax": "jax", "torch_xla": "xla", "ipywidgets": "widgets",
@@ -87,37 +87,35 @@ def final_line(res: dict) -> str:
     early = " (stopped early)" if res.get("stopped_early") else ""
     return f"final validation loss {v:.4f} (perplexity {math.exp(v):.2f}) at step {res['best_step']}{tail}{early}; model saved to {res['out_dir']}"
 
+def run_flags(kw: dict) -> tuple:
+    "(RunConfig, device, backend) for the `RunConfig` flags in the parsed `kw` of a training script."
+    rc = RunConfig(**flag_values(RunConfig, kw))
+    backend, device = check_backend(rc.backend, rc.device)
+    return rc, device, load_backend(backend)
+
 @call_parse
-@config_flags(ModelConfig, TrainConfig, rename=RENAME, skip=("vocab_size", "max_seq_len"))
+@config_flags(RunConfig, ModelConfig, TrainConfig, rename=RENAME, skip=("vocab_size", "max_seq_len"))
 def train_generalist(
     data_dir:str=None,            # a DATA root (its general/ is used) or one domain folder (required)
     output_dir:str=None,          # where the model, tokenizer and metrics go (required)
     tokenizer:str="bpe",          # bpe, byte, or a path to a tokenizer.json
     vocab_size:int=8192,          # BPE vocabulary size
-    val_fraction:float=0.1,       # last fraction of the token stream held out
-    device:str="auto",            # auto, cpu, cuda, cuda:N, mps, xla, xla:N (jax: auto, cpu, tpu, gpu)
-    backend:str="torch",          # torch, jax, or xla (PyTorch on XLA devices)
-    mesh:str=None,                # jax / xla: device mesh 'data,fsdp' such as 2,4 (xla: also 'auto')
-    resume:bool=False,            # continue the run in output_dir from its train_state/
-    overwrite:bool=False,         # replace a model already in output_dir
-    quiet:bool=False,             # no progress bar
-    **kw):                        # the fields of ModelConfig and TrainConfig
+    **kw):                        # the fields of RunConfig, ModelConfig and TrainConfig
     "Train a generalist decoder LM on a text corpus."
     with cli_errors():
         require(data_dir=data_dir, output_dir=output_dir)
-        backend, device = check_backend(backend, device)
-        B = load_backend(backend)
+        rc, device, B = run_flags(kw)
         tc = TrainConfig(**flag_values(TrainConfig, kw))
         cfg = {**flag_values(ModelConfig, kw, RENAME), "max_seq_len": tc.seq_len}
-        res = B.train_generalist(data_dir, output_dir, cfg, tc, tokenizer=tokenizer, vocab_size=vocab_size, val_fraction=val_fraction,
-                                 device=device, mesh=mesh, resume=resume, overwrite=overwrite, progress=not quiet)
+        res = B.train_generalist(data_dir, output_dir, cfg, tc, tokenizer=tokenizer, vocab_size=vocab_size, val_fraction=rc.val_fraction,
+                                 device=device, mesh=rc.mesh, resume=rc.resume, overwrite=rc.overwrite, progress=not rc.quiet)
         print(f"{res['n_params']:,} parameters, {res['train_tokens']:,} training tokens, {res['elapsed_s']:.1f} s")
         print(final_line(res))
         if res["interrupted"]: sys.exit(130)
 
 # %% ../nbs/50_cli.ipynb #dc9e90bd
 @call_parse
-@config_flags(TrainConfig, ShiftConfig)
+@config_flags(RunConfig, TrainConfig, ShiftConfig)
 def train_specialists(
     generalist_ckpt:str=None,     # the generalist's model dir (or a file in it) (required)
     output_dir:str=None,          # where the shiftable model goes (required)
@@ -129,19 +127,11 @@ def train_specialists(
     specialists:str=None,         # comma-separated subset of the domains (default: all)
     seq_len:int=None,             # tokens per window (default: the generalist's max_seq_len)
     train_embeddings:bool=False,  # the original spelling of --no-freeze_embeddings (trains them)
-    val_fraction:float=0.1,       # last fraction of each domain's token stream held out
-    device:str="auto",            # auto, cpu, cuda, xla, xla:N (jax: auto, cpu, tpu, gpu)
-    backend:str="torch",          # torch, jax, or xla (PyTorch on XLA devices)
-    mesh:str=None,                # jax / xla: device mesh 'data,fsdp' such as 2,4 (xla: also 'auto')
-    resume:bool=False,            # continue from output_dir/train_state
-    overwrite:bool=False,         # replace a model in output_dir
-    quiet:bool=False,             # no progress bar
-    **kw):                        # the fields of TrainConfig and ShiftConfig
+    **kw):                        # the fields of RunConfig, TrainConfig and ShiftConfig
     "Train specialist branches and gates on top of a frozen generalist."
     with cli_errors():
         require(generalist_ckpt=generalist_ckpt, output_dir=output_dir)
-        backend, device = check_backend(backend, device)
-        B = load_backend(backend)
+        rc, device, B = run_flags(kw)
         gdir = Path(generalist_ckpt)
         if gdir.is_file(): gdir = gdir.parent
         if tokenizer_path is not None and load_tokenizer(tokenizer_path).tk.to_str() != load_tokenizer(gdir).tk.to_str():
@@ -154,54 +144,49 @@ def train_specialists(
         shift = flag_values(ShiftConfig, kw)
         shift["freeze_embeddings"] = shift["freeze_embeddings"] and not train_embeddings
         res = B.train_specialists(gdir, output_dir, data_dir=data_dir, domain_dirs=dirs, specialists=specialists.split(",") if specialists else None,
-                                  tc=tc, shift=shift, val_fraction=val_fraction, device=device, mesh=mesh, resume=resume, overwrite=overwrite,
-                                  progress=not quiet)
+                                  tc=tc, shift=shift, val_fraction=rc.val_fraction, device=device, mesh=rc.mesh, resume=rc.resume,
+                                  overwrite=rc.overwrite, progress=not rc.quiet)
         print(f"specialists {', '.join(res['specialists'])}; trainable {res['n_trainable']:,} of {res['n_params']:,} parameters "
               f"({100 * res['n_trainable'] / res['n_params']:.1f}%); {res['elapsed_s']:.1f} s")
         print(final_line(res))
         if res["interrupted"]: sys.exit(130)
 
 # %% ../nbs/50_cli.ipynb #f5e0b275
+def load_flags(kw: dict) -> tuple:
+    "(backend name, backend, model, tok) for the `LoadConfig` flags in the parsed `kw`."
+    lc = LoadConfig(**flag_values(LoadConfig, kw))
+    backend, device = check_backend(lc.backend, lc.device)
+    B = load_backend(backend)
+    return (backend, B, *B.load_model(lc.model_dir, device, lc.routing, lc.route_k))
+
 @call_parse
-@config_flags(SampleConfig)
+@config_flags(LoadConfig, SampleConfig)
 def generate(
-    model_dir:str=None,           # a model directory: config.json, model.safetensors, tokenizer.json (required)
     prompt:str=None,              # text to continue (required)
-    device:str="cpu",             # cpu, cuda, xla (jax: cpu, tpu, gpu)
-    routing:str=None,             # shiftable models: soft, topk or hard (default: as trained)
-    route_k:int=None,             # shiftable models: experts per token with --routing topk
-    backend:str="torch",          # torch, jax, or xla
-    **kw):                        # the fields of SampleConfig
+    **kw):                        # the fields of LoadConfig and SampleConfig
     "Continue a prompt with a trained model (generalist or shiftable)."
     with cli_errors():
-        require(model_dir=model_dir, prompt=prompt)
-        backend, device = check_backend(backend, device)
-        B = load_backend(backend)
-        model, tok = B.load_model(model_dir, device, routing, route_k)
+        require(model_dir=kw["model_dir"], prompt=prompt)
+        _, B, model, tok = load_flags(kw)
         sc = SampleConfig(**flag_values(SampleConfig, kw))
         c = B.complete(model, tok, prompt, sc.max_new_tokens, sc.temperature, sc.top_k or None, sc.top_p, seed=sc.seed)[0]
         print(prompt + c.text)
 
 # %% ../nbs/50_cli.ipynb #3dfac8aa
 @call_parse
+@config_flags(LoadConfig)
 def eval_lm(
-    model_dir:str=None,           # a model directory (required)
     data_dir:str=None,            # a DATA root (every domain) or one domain folder (required)
     seq_len:int=None,             # window length (default: the model's max_seq_len)
     val_fraction:float=0.1,       # the held-out tail, as in training
     batch_size:int=32,            # windows per forward pass
     json:str=None,                # also write the results to this path as JSON
-    device:str="cpu",             # cpu, cuda, xla (jax: cpu, tpu, gpu)
-    routing:str=None,             # shiftable models: soft, topk or hard (default: as trained)
-    route_k:int=None,             # shiftable models: experts per token with --routing topk
-    backend:str="torch",          # torch, jax, or xla
-):
+    **kw):                        # the fields of LoadConfig
     "Per-domain validation loss and perplexity (and, for a shiftable model, routing accuracy and mean gates)."
     with cli_errors():
+        model_dir = kw["model_dir"]
         require(model_dir=model_dir, data_dir=data_dir)
-        backend, device = check_backend(backend, device)
-        B = load_backend(backend)
-        model, tok = B.load_model(model_dir, device, routing, route_k)
+        backend, B, model, tok = load_flags(kw)
         res = B.eval_domains(model, tok, data_dir, seq_len, val_fraction, batch_size)
         print(format_table([{"domain": k, **v} for k, v in res.items()], ["domain", "val_tokens", "val_loss", "perplexity"]))
         out = {"model_dir": str(model_dir), "data_dir": str(data_dir), "backend": backend, "domains": res}

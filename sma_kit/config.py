@@ -13,8 +13,8 @@ from fastcore.script import Param
 
 # %% auto #0
 __all__ = ['PRESETS', 'NAME_RE', 'RESERVED', 'SmaError', 'ModelConfig', 'preset', 'param_count', 'flops_per_token', 'TrainConfig',
-           'lr_at', 'check_name', 'ShiftConfig', 'expert_ids', 'apply_routing', 'SampleConfig', 'field_flags',
-           'config_flags', 'flag_values']
+           'lr_at', 'check_name', 'ShiftConfig', 'expert_ids', 'apply_routing', 'SampleConfig', 'LoadConfig',
+           'RunConfig', 'field_flags', 'config_flags', 'flag_values']
 
 # %% ../nbs/00_config.ipynb #b388e855
 class SmaError(ValueError):
@@ -214,6 +214,28 @@ class SampleConfig:
     top_p: float | None = None       # nucleus sampling mass (None: off)
     seed: int | None = None          # seed for reproducible samples (None: a fresh sample each time)
 
+
+# %% ../nbs/00_config.ipynb #d2e0b1a4
+@dataclass
+class LoadConfig:
+    "Which trained model to load, and how."
+    model_dir: str | None = None     # a model directory: config.json, model.safetensors, tokenizer.json (required)
+    device: str = "cpu"              # cpu, cuda, xla (jax: cpu, tpu, gpu)
+    routing: str | None = None       # shiftable models: soft, topk or hard (default: as trained)
+    route_k: int | None = None       # shiftable models: experts per token with --routing topk
+    backend: str = "torch"           # torch, jax, or xla
+
+# %% ../nbs/00_config.ipynb #d2e0b1a7
+@dataclass
+class RunConfig:
+    "Where and how a training script runs."
+    val_fraction: float = 0.1        # last fraction of each domain's token stream held out
+    device: str = "auto"             # auto, cpu, cuda, cuda:N, mps, xla, xla:N (jax: auto, cpu, tpu, gpu)
+    backend: str = "torch"           # torch, jax, or xla (PyTorch on XLA devices)
+    mesh: str | None = None          # jax / xla: device mesh 'data,fsdp' such as 2,4 (xla: also 'auto')
+    resume: bool = False             # continue the run in output_dir from its train_state/
+    overwrite: bool = False          # replace a model already in output_dir
+    quiet: bool = False              # no progress bar
 
 # %% ../nbs/00_config.ipynb #c1f1a9e1
 class _FieldFlag(Param):

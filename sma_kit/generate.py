@@ -13,8 +13,8 @@ from .config import SmaError
 from .backend import BACKENDS, load_backend, backend_of
 
 # %% auto #0
-__all__ = ['cut_at_stops', 'Completion', 'make_completion', 'prompt_ids', 'decode_rows', 'complete_with', 'score_pairs', 'TextLM',
-           'load_lm']
+__all__ = ['cut_at_stops', 'Completion', 'make_completion', 'prompt_ids', 'decode_rows', 'complete_with', 'generate_ids',
+           'score_pairs', 'TextLM', 'load_lm']
 
 # %% ../nbs/31_generate.ipynb #968da242
 def cut_at_stops(text: str, stops: Sequence[str] | None = None) -> str:
@@ -46,16 +46,17 @@ def prompt_ids(tok, text: str, window: int) -> list[int]:
     "Token ids of a prompt, its last `window` of them; an empty prompt conditions on end-of-text (a document start)."
     return (tok.encode(text) or [tok.eot_id])[-window:]
 
-def decode_rows(stepper, n: int, max_new_tokens: int, tok, stops: Sequence[str] = (), on_token: Callable | None = None) -> list[tuple[list[int], bool]]:
-    "(generated ids, stopped) for each of the `n` rows of `stepper`; `on_token(row, id)` sees each token as it comes (raise in it to stop)."
-    out, stopped, alive = [[] for _ in range(n)], [False] * n, list(range(n))
+def decode_rows(stepper, n: int, max_new_tokens: int, end_ids: Sequence[int] = (), stopped_by: Callable | None = None,
+                on_token: Callable | None = None) -> list[tuple[list[int], bool]]:
+    "(generated ids, stopped) for each of the `n` rows of `stepper`: a row ends at a token of `end_ids` (not kept) or once `stopped_by(ids)` is true; `on_token(row, id)` sees each token as it comes (raise in it to stop)."
+    out, stopped, alive, ends = [[] for _ in range(n)], [False] * n, list(range(n)), set(end_ids)
     for step in range(max_new_tokens):
         keep = []
         for j, (r, t) in enumerate(zip(alive, stepper.sample())):
-            if t == tok.eot_id: stopped[r] = True; continue
+            if t in ends: stopped[r] = True; continue
             out[r].append(t)
             if on_token is not None: on_token(r, t)
-            if stops and any(s in tok.decode(out[r]) for s in stops): stopped[r] = True; continue
+            if stopped_by is not None and stopped_by(out[r]): stopped[r] = True; continue
             keep.append(j)
         if not keep or step == max_new_tokens - 1: break
         stepper.advance(keep)
@@ -68,6 +69,7 @@ def complete_with(start: Callable, tok, prompts, window: int, max_new_tokens: in
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     stops = [stop] if isinstance(stop, str) else [s for s in (stop or ()) if s]
     ids = [prompt_ids(tok, p, window) for p in prompts]
+    hit = (lambda out: any(s in tok.decode(out) for s in stops)) if stops else None
     res = [([], False)] * len(prompts)
     groups: dict[int, list[int]] = {}
     for i, x in enumerate(ids): groups.setdefault(len(x), []).append(i)
@@ -77,9 +79,16 @@ def complete_with(start: Callable, tok, prompts, window: int, max_new_tokens: in
             for s in range(0, len(g), batch_size):
                 chunk = g[s:s + batch_size]
                 hook = None if on_token is None else (lambda r, t, chunk=chunk: on_token(chunk[r], t))
-                rows = decode_rows(start([ids[i] for i in chunk]), len(chunk), max_new_tokens, tok, stops, hook)
+                rows = decode_rows(start([ids[i] for i in chunk]), len(chunk), max_new_tokens, [tok.eot_id], hit, hook)
                 for i, r in zip(chunk, rows): res[i] = r
     return [make_completion(p, out, st, tok, stops) for p, (out, st) in zip(prompts, res)]
+
+def generate_ids(start: Callable, idx, window: int, max_new_tokens: int = 64, stop_ids: Sequence[int] = ()) -> list[list[int]]:
+    "`complete_with` at the token level: the new ids of each equal-length prompt row of `idx` (its last `window` ids), a row ending before any of `stop_ids`."
+    rows = [list(r)[-window:] for r in (idx.tolist() if hasattr(idx, "tolist") else idx)]
+    if not rows or not rows[0]: raise SmaError("empty prompt: give at least one token")
+    if max_new_tokens < 1: return [[] for _ in rows]
+    return [out for out, _ in decode_rows(start(rows), len(rows), max_new_tokens, stop_ids)]
 
 # %% ../nbs/31_generate.ipynb #fe208cfb
 def score_pairs(score: Callable, tok, pairs: Sequence[tuple[str, str]], window: int, batch_size: int = 16) -> list[float]:

@@ -60,7 +60,7 @@ def test_causality_and_kv_cache():
     for t in range(6, 20):
         lg, cache = m(idx[:, t : t + 1], cache=cache, pos=t); parts.append(lg)
     assert float(jnp.abs(jnp.concatenate(parts, 1) - full).max()) < 1e-5
-    g = generate(m, np.asarray(idx[:1, :5]), 8)   # greedy = argmax of the full forward at every step
+    g = np.asarray(generate(m, np.asarray(idx[:1, :5]), 8))   # greedy = argmax of the full forward at every step
     seq = np.concatenate([np.asarray(idx[:1, :5]), g], 1)
     assert np.array_equal(g, np.asarray(fwd(m, jnp.asarray(seq))[:, 4:-1].argmax(-1)))
 

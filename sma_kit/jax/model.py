@@ -10,12 +10,12 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 from ..config import ModelConfig, SmaError
-from ..generate import Completion, complete_with, score_pairs
+from ..generate import Completion, complete_with, generate_ids, score_pairs
 
 # %% auto #0
 __all__ = ['DTYPES', 'as_dtype', 'init_normal', 'RMSNorm', 'rope_tables', 'apply_rope', 'dropout', 'attend', 'Attention',
            'swiglu', 'SwiGLU', 'Block', 'token_nll', 'cross_entropy', 'StaticConfig', 'DecoderLM', 'torch_name',
-           'tensor_shapes', 'state_dict', 'load_state_dict', 'filter_logits', 'generate', 'RowStepper', 'complete',
+           'tensor_shapes', 'state_dict', 'load_state_dict', 'filter_logits', 'RowStepper', 'complete', 'generate',
            'loglik']
 
 # %% ../../nbs/20_jax_model.ipynb #de1b0be4
@@ -326,30 +326,6 @@ def _decode(model, tok, cache, pos, key, temperature, top_k, top_p):
     logits, cache = model(tok[:, None], cache=cache, pos=pos)
     return _pick(logits[:, -1], key, temperature, top_k, top_p), cache
 
-def generate(model, idx, max_new_tokens: int = 64, temperature: float = 0.0, top_k: int | None = None,
-             top_p: float | None = None, stop_ids=(), seed: int | None = None) -> np.ndarray:
-    "Continue prompts `idx` [B, T]; returns the new tokens [B, <=max_new_tokens] (a stopped row is padded with its stop id)."
-    idx = np.asarray(idx, dtype=np.int32)
-    B, T = idx.shape
-    limit = model.cfg.max_seq_len
-    if T == 0: raise SmaError("empty prompt: give at least one token")
-    if T > limit: idx = idx[:, -limit:]; T = limit
-    max_new_tokens = min(max_new_tokens, limit - T)
-    if max_new_tokens <= 0: return np.zeros((B, 0), np.int32)
-    base = jax.random.key(seed if seed is not None else int(np.random.SeedSequence().entropy % (2**63)))
-    temperature, top_k, top_p = jnp.float32(temperature), jnp.int32(top_k or 0), jnp.float32(top_p or 1.0)
-    stop = np.asarray(list(stop_ids), dtype=np.int32)
-    nxt, cache = _prefill(model, jnp.asarray(idx), model.new_cache(B), jax.random.fold_in(base, 0), temperature, top_k, top_p)
-    out, done = [], np.zeros(B, dtype=bool)
-    for i in range(max_new_tokens):
-        n = np.asarray(nxt)
-        if out and len(stop): n = np.where(done, out[-1], n)
-        out.append(n)
-        if len(stop): done |= np.isin(n, stop)
-        if done.all() or i == max_new_tokens - 1: break
-        nxt, cache = _decode(model, jnp.asarray(n), cache, jnp.int32(T + i), jax.random.fold_in(base, i + 1), temperature, top_k, top_p)
-    return np.stack(out, 1)
-
 # %% ../../nbs/20_jax_model.ipynb #b28455d2
 class RowStepper:
     "The model side of `complete` for a batch of equal-length prompts (see `sma_kit.generate.complete_with`)."
@@ -385,12 +361,19 @@ def _target_logp(model, x, t):
     return jnp.take_along_axis(lp, jnp.clip(t, 0)[..., None], -1)[..., 0] * (t >= 0)
 
 # %% ../../nbs/20_jax_model.ipynb #ccd6c9cd
+def _key(seed): return jax.random.key(seed if seed is not None else int(np.random.SeedSequence().entropy % (2**63)))
+
 def complete(model, tok, prompts, max_new_tokens: int = 100, temperature: float = 0.8, top_k: int | None = 50,
              top_p: float | None = None, stop=None, seed: int | None = None, batch_size: int = 16, on_token=None) -> list[Completion]:
     "One `sma_kit.generate.Completion` per prompt (a str or a list of str): the model's continuation, cut at end-of-text and stop strings; `on_token(i, id)` sees each token of prompt i as it is sampled."
-    key = jax.random.key(seed if seed is not None else int(np.random.SeedSequence().entropy % (2**63)))
-    start = lambda rows: RowStepper(model, rows, temperature, top_k, top_p, key)
+    key = _key(seed); start = lambda rows: RowStepper(model, rows, temperature, top_k, top_p, key)
     return complete_with(start, tok, prompts, int(model.cfg.max_seq_len), max_new_tokens, stop, batch_size, on_token)
+
+def generate(model, idx, max_new_tokens: int = 64, temperature: float = 0.0, top_k: int | None = None,
+             top_p: float | None = None, stop_ids=(), seed: int | None = None) -> list[list[int]]:
+    "`complete` at the token level: the new ids of each equal-length prompt row of `idx` [B, T], a row ending before any of `stop_ids`."
+    key = _key(seed); start = lambda rows: RowStepper(model, rows, temperature, top_k, top_p, key)
+    return generate_ids(start, idx, int(model.cfg.max_seq_len), max_new_tokens, stop_ids)
 
 def loglik(model, tok, pairs, batch_size: int = 16) -> list[float]:
     "Sum of log p(continuation | context) for each `(context, continuation)` pair (see `sma_kit.generate.score_pairs`)."

@@ -9,11 +9,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from ..config import ModelConfig, SmaError
-from ..generate import Completion, complete_with, score_pairs
+from contextlib import contextmanager
+from ..generate import Completion, complete_with, generate_ids, score_pairs
 
 # %% auto #0
 __all__ = ['SMALL', 'RMSNorm', 'rope_tables', 'apply_rope', 'attend', 'Attention', 'swiglu', 'SwiGLU', 'Block', 'DecoderLM',
-           'filter_logits', 'generate', 'RowStepper', 'complete', 'loglik']
+           'filter_logits', 'RowStepper', 'complete', 'generate', 'loglik']
 
 # %% ../../nbs/10_torch_model.ipynb #ca7effdd
 class _RMSNormFn(torch.autograd.Function):
@@ -184,33 +185,6 @@ def filter_logits(logits, temperature: float = 1.0, top_k: int | None = None, to
         logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
     return logits
 
-@torch.no_grad()
-def generate(model, idx, max_new_tokens: int = 64, temperature: float = 0.0, top_k: int | None = None,
-             top_p: float | None = None, stop_ids=(), seed: int | None = None):
-    "Continue prompts `idx` [B, T]; returns the new tokens [B, <=max_new_tokens] (a stopped row is padded with its stop id)."
-    was_training = model.training; model.eval()
-    B, T = idx.shape
-    limit = model.cfg.max_seq_len
-    if T == 0: raise SmaError("empty prompt: give at least one token")
-    if T > limit: idx = idx[:, -limit:]; T = limit
-    max_new_tokens = min(max_new_tokens, limit - T)
-    g = torch.Generator(device=idx.device)
-    if seed is not None: g.manual_seed(seed)
-    else: g.seed()
-    stop = torch.tensor(list(stop_ids), device=idx.device, dtype=torch.long)
-    cache = model.new_cache(B)
-    logits = model(idx, cache=cache, pos=0)[:, -1]
-    out, done = [], torch.zeros(B, dtype=torch.bool, device=idx.device)
-    for i in range(max_new_tokens):
-        if temperature <= 0: nxt = logits.argmax(-1)
-        else: nxt = torch.multinomial(filter_logits(logits, temperature, top_k, top_p).softmax(-1), 1, generator=g)[:, 0]
-        if out and len(stop): nxt = torch.where(done, out[-1], nxt)
-        out.append(nxt)
-        if len(stop): done |= torch.isin(nxt, stop)
-        if bool(done.all()) or i == max_new_tokens - 1: break
-        logits = model(nxt[:, None], cache=cache, pos=T + i)[:, -1]
-    model.train(was_training)
-    return torch.stack(out, 1) if out else idx.new_zeros(B, 0)
 
 # %% ../../nbs/10_torch_model.ipynb #6ea29275
 def _device(model) -> torch.device:
@@ -254,18 +228,30 @@ class RowStepper:
             self.logits = self.model(nxt[:, None], cache=self.cache, pos=self.cur)[:, -1]; self.cur += 1
 
 # %% ../../nbs/10_torch_model.ipynb #c2f3cb7d
-def complete(model, tok, prompts, max_new_tokens: int = 100, temperature: float = 0.8, top_k: int | None = 50,
-             top_p: float | None = None, stop=None, seed: int | None = None, batch_size: int = 16, on_token=None) -> list[Completion]:
-    "One `sma_kit.generate.Completion` per prompt (a str or a list of str): the model's continuation, cut at end-of-text and stop strings; `on_token(i, id)` sees each token of prompt i as it is sampled."
+@contextmanager
+def _decoding(model, seed):
+    "A generator seeded with `seed` (a fresh seed when None); the model in eval mode without gradients, its mode restored after."
     gen = torch.Generator(device=_device(model))
     if seed is None: gen.seed()
     else: gen.manual_seed(int(seed))
     was = model.training; model.eval()
     try:
-        with torch.no_grad():
-            start = lambda rows: RowStepper(model, rows, temperature, top_k, top_p, gen)
-            return complete_with(start, tok, prompts, int(model.cfg.max_seq_len), max_new_tokens, stop, batch_size, on_token)
+        with torch.no_grad(): yield gen
     finally: model.train(was)
+
+def complete(model, tok, prompts, max_new_tokens: int = 100, temperature: float = 0.8, top_k: int | None = 50,
+             top_p: float | None = None, stop=None, seed: int | None = None, batch_size: int = 16, on_token=None) -> list[Completion]:
+    "One `sma_kit.generate.Completion` per prompt (a str or a list of str): the model's continuation, cut at end-of-text and stop strings; `on_token(i, id)` sees each token of prompt i as it is sampled."
+    with _decoding(model, seed) as gen:
+        start = lambda rows: RowStepper(model, rows, temperature, top_k, top_p, gen)
+        return complete_with(start, tok, prompts, int(model.cfg.max_seq_len), max_new_tokens, stop, batch_size, on_token)
+
+def generate(model, idx, max_new_tokens: int = 64, temperature: float = 0.0, top_k: int | None = None,
+             top_p: float | None = None, stop_ids=(), seed: int | None = None) -> list[list[int]]:
+    "`complete` at the token level: the new ids of each equal-length prompt row of `idx` [B, T], a row ending before any of `stop_ids`."
+    with _decoding(model, seed) as gen:
+        start = lambda rows: RowStepper(model, rows, temperature, top_k, top_p, gen)
+        return generate_ids(start, idx, int(model.cfg.max_seq_len), max_new_tokens, stop_ids)
 
 def loglik(model, tok, pairs, batch_size: int = 16) -> list[float]:
     "Sum of log p(continuation | context) for each `(context, continuation)` pair (see `sma_kit.generate.score_pairs`)."
