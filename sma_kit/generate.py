@@ -13,8 +13,8 @@ from .config import SmaError
 from .backend import BACKENDS, load_backend, backend_of
 
 # %% auto #0
-__all__ = ['cut_at_stops', 'Completion', 'make_completion', 'prompt_ids', 'decode_rows', 'complete_with', 'generate_ids',
-           'score_pairs', 'TextLM', 'load_lm']
+__all__ = ['cut_at_stops', 'Completion', 'make_completion', 'decode_rows', 'complete_with', 'generate_ids', 'score_pairs',
+           'TextLM', 'load_lm']
 
 # %% ../nbs/31_generate.ipynb #968da242
 def cut_at_stops(text: str, stops: Sequence[str] | None = None) -> str:
@@ -32,20 +32,17 @@ class Completion:
     finish_reason: str = "length"
     prompt_tokens: int = 0
 
-def make_completion(prompt: str, out: list[int], stopped: bool, tok, stops: Sequence[str] = ()) -> Completion:
-    "The `Completion` of generated ids `out` (end-of-text already removed); a stop string sets `stopped` too."
+def make_completion(prompt: str, out: list[int], stopped: bool, tok, stops: Sequence[str] = (), prompt_tokens: int | None = None) -> Completion:
+    "The `Completion` of generated ids `out` (end-of-text already removed); a stop string sets `stopped` too; `prompt_tokens` when the caller already counted them."
     full = tok.decode(out)
     text = cut_at_stops(full, stops)
     k = len(out)
     if text != full:
         while k and not text.startswith(tok.decode(out[:k])): k -= 1
-    return Completion(prompt, text, list(out[:k]), "stop" if stopped or text != full else "length", len(tok.encode(prompt)))
+    return Completion(prompt, text, list(out[:k]), "stop" if stopped or text != full else "length",
+                      len(tok.encode(prompt)) if prompt_tokens is None else prompt_tokens)
 
 # %% ../nbs/31_generate.ipynb #5a3e270b
-def prompt_ids(tok, text: str, window: int) -> list[int]:
-    "Token ids of a prompt, its last `window` of them; an empty prompt conditions on end-of-text (a document start)."
-    return (tok.encode(text) or [tok.eot_id])[-window:]
-
 def decode_rows(stepper, n: int, max_new_tokens: int, end_ids: Sequence[int] = (), stopped_by: Callable | None = None,
                 on_token: Callable | None = None) -> list[tuple[list[int], bool]]:
     "(generated ids, stopped) for each of the `n` rows of `stepper`: a row ends at a token of `end_ids` (not kept) or once `stopped_by(ids)` is true; `on_token(row, id)` sees each token as it comes (raise in it to stop)."
@@ -68,7 +65,8 @@ def complete_with(start: Callable, tok, prompts, window: int, max_new_tokens: in
     "One `Completion` per prompt (a str or a list of str), decoded by the steppers `start(rows)` makes; `on_token(prompt index, id)` streams."
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     stops = [stop] if isinstance(stop, str) else [s for s in (stop or ()) if s]
-    ids = [prompt_ids(tok, p, window) for p in prompts]
+    enc = [tok.encode(p) for p in prompts]                       # each prompt encoded once; empty -> end-of-text (a document start)
+    ids = [(e or [tok.eot_id])[-window:] for e in enc]
     hit = (lambda out: any(s in tok.decode(out) for s in stops)) if stops else None
     res = [([], False)] * len(prompts)
     groups: dict[int, list[int]] = {}
@@ -81,7 +79,7 @@ def complete_with(start: Callable, tok, prompts, window: int, max_new_tokens: in
                 hook = None if on_token is None else (lambda r, t, chunk=chunk: on_token(chunk[r], t))
                 rows = decode_rows(start([ids[i] for i in chunk]), len(chunk), max_new_tokens, [tok.eot_id], hit, hook)
                 for i, r in zip(chunk, rows): res[i] = r
-    return [make_completion(p, out, st, tok, stops) for p, (out, st) in zip(prompts, res)]
+    return [make_completion(p, out, st, tok, stops, len(e)) for p, e, (out, st) in zip(prompts, enc, res)]
 
 def generate_ids(start: Callable, idx, window: int, max_new_tokens: int = 64, stop_ids: Sequence[int] = ()) -> list[list[int]]:
     "`complete_with` at the token level: the new ids of each equal-length prompt row of `idx` (its last `window` ids), a row ending before any of `stop_ids`."
