@@ -26,7 +26,8 @@ from .train import load_model, pick_device
 # %% auto #0
 __all__ = ['MultiModelWithScalarHeads', 'is_hf', 'member_window', 'member_width', 'new_member_cache', 'take_cache_rows',
            'member_step', 'RouterOutput', 'log_route_weights', 'route_weights', 'make_head', 'RouterEnsemble',
-           'gold_logprobs', 'token_logprobs', 'marginal_loss', 'oracle_loss', 'route_entropy', 'load_router_members']
+           'gold_logprobs', 'token_logprobs', 'marginal_loss', 'oracle_loss', 'route_entropy', 'load_router_members',
+           'EnsembleStepper', 'RouterCompletion', 'complete', 'loglik']
 
 # %% ../../nbs/14_torch_router.ipynb #af9a2d6e
 def is_hf(m) -> bool: return hasattr(m, "config") and not hasattr(m, "cfg")
@@ -246,4 +247,83 @@ def from_pretrained(cls: RouterEnsemble, models, weights_path=None, device="auto
     ens.specs, ens.tok, ens.tokenizer_hash = (info["members"] if info else specs), tok, h
     ens.mode = check_mode(mode or (info or {}).get("mode", "select"))
     if weights_path is not None: ens.load_heads(weights_path)
-    return ens, tok
+    return ens.eval(), tok
+
+# %% ../../nbs/14_torch_router.ipynb #46d39570
+class EnsembleStepper:
+    "The ensemble side of `complete` for a batch of equal-length prompts (see `sma_kit.generate.complete_with`)."
+    def __init__(self, ens: RouterEnsemble, rows, temperature, top_k, top_p, gen, mode: str = "select"):
+        self.ens, self.sampling, self.gen, self.mode = ens, (temperature, top_k, top_p), gen, check_mode(mode)
+        self.W = int(ens.window); self.keep_len = max(1, self.W - max(1, self.W // 4))
+        self.hist = torch.tensor(rows, dtype=torch.long, device=_device(ens))
+        self.pending = deque()     # (token, member) of the last sample, row by row
+        self._prefill()
+
+    def _prefill(self):
+        self.caches = [new_member_cache(m, self.hist.shape[0]) for m in self.ens.members]
+        self._run(self.hist, 0); self.cur = self.hist.shape[1]
+
+    def _run(self, ids, pos: int):
+        out = self.ens(ids, self.caches, pos)
+        self.lp, self.lw = out.logprobs[:, :, -1], log_route_weights(out.scores[:, -1])   # [N, B, V], [B, N]
+
+    def sample(self) -> list[int]:
+        t, k, p = self.sampling
+        rows = torch.arange(self.lp.shape[1], device=self.lp.device)
+        if self.mode == "select":
+            who = self.lw.argmax(-1)
+            lp = self.lp[who, rows]
+        else: lp = torch.logsumexp(self.lw.T[..., None] + self.lp, 0)
+        if t <= 0: self.nxt = lp.argmax(-1)
+        else: self.nxt = torch.multinomial(filter_logits(lp, t, k, p).softmax(-1), 1, generator=self.gen)[:, 0]
+        if self.mode == "mix": who = (self.lw.T + self.lp[:, rows, self.nxt]).argmax(0)
+        toks = self.nxt.tolist()
+        self.pending = deque(zip(toks, who.tolist()))
+        return toks
+
+    def advance(self, keep: list[int]):
+        hist, nxt = torch.cat([self.hist, self.nxt[:, None]], 1)[:, -self.W:], self.nxt
+        if len(keep) < len(hist):
+            idx = torch.tensor(keep, device=hist.device)
+            hist, nxt, self.caches = hist[idx], nxt[idx], [take_cache_rows(c, idx) for c in self.caches]
+        self.hist = hist
+        if self.cur >= self.W:                              # window full: slide and re-encode
+            self.hist = hist[:, -self.keep_len:]; self._prefill()
+        else:
+            self._run(nxt[:, None], self.cur); self.cur += 1
+
+# %% ../../nbs/14_torch_router.ipynb #fc666832
+@dataclass
+class RouterCompletion(Completion):
+    "A `Completion` of a router ensemble with the member index of every generated token."
+    members: list[int] = field(default_factory=list)
+
+def complete(ens: RouterEnsemble, tok, prompts, max_new_tokens: int = 100, temperature: float = 0.8, top_k: int | None = 50,
+             top_p: float | None = None, stop=None, seed: int | None = None, batch_size: int = 16, on_token=None,
+             mode: str | None = None) -> list[RouterCompletion]:
+    "One `RouterCompletion` per prompt (a str or a list of str); `on_token(i, id)` sees each token of prompt i as it comes."
+    mode = check_mode(mode or ens.mode)
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    steppers, who = [], [[] for _ in prompts]
+    def start(rows):
+        steppers.append(EnsembleStepper(ens, rows, temperature, top_k, top_p, gen, mode))
+        return steppers[-1]
+    def hook(i, t):      # calls come row by row after each sample; rows that ended at end-of-text get none
+        q = steppers[-1].pending
+        while q and q[0][0] == tok.eot_id: q.popleft()
+        who[i].append(q.popleft()[1])
+        if on_token is not None: on_token(i, t)
+    with _decoding(ens, seed) as gen:
+        res = complete_with(start, tok, prompts, ens.window, max_new_tokens, stop, batch_size, hook)
+    return [RouterCompletion(**{f.name: getattr(c, f.name) for f in fields(c)}, members=w[:len(c.ids)]) for c, w in zip(res, who)]
+
+def loglik(ens: RouterEnsemble, tok, pairs, batch_size: int = 16, mode: str = "mix") -> list[float]:
+    "Sum of log p(continuation | context) under the mixture (or the top-weighted member) for each `(context, continuation)` pair."
+    dev = _device(ens)
+    def score(inp, tgt):
+        tgt = torch.from_numpy(tgt).to(dev)
+        return [float(r.sum()) for r in token_logprobs(ens(torch.from_numpy(inp).to(dev)), tgt, mode)]
+    was = ens.training; ens.eval()
+    try:
+        with torch.no_grad(): return score_pairs(score, tok, pairs, ens.window, batch_size)
+    finally: ens.train(was)
