@@ -13,6 +13,8 @@ from .checkpoint import atomic_write
 from .corpus import build_builtin_corpus
 from .data import discover_domains, resolve_data_dir, load_corpus_streams
 from .tokenizer import load_tokenizer
+from .generate import load_lm
+from .router import is_router_dir, check_mode
 
 # %% auto #0
 __all__ = ['EXTRA_OF', 'RENAME', 'DEMO_MODEL', 'DEMO_LR', 'cli_errors', 'check_backend', 'require', 'format_table', 'json_text',
@@ -163,12 +165,20 @@ def load_flags(kw: dict) -> tuple:
 @config_flags(LoadConfig, SampleConfig)
 def generate(
     prompt:str=None,              # text to continue (required)
+    mode:str=None,                # router dirs: select (top-scoring member) or mix (default: as saved)
     **kw):                        # the fields of LoadConfig and SampleConfig
-    "Continue a prompt with a trained model (generalist or shiftable)."
+    "Continue a prompt with a trained model (generalist, shiftable, or a router dir)."
     with cli_errors():
         require(model_dir=kw["model_dir"], prompt=prompt)
-        _, B, model, tok = load_flags(kw)
         sc = SampleConfig(**flag_values(SampleConfig, kw))
+        if is_router_dir(kw["model_dir"]):
+            lc = LoadConfig(**flag_values(LoadConfig, kw))
+            lm = load_lm(lc.model_dir, check_backend(lc.backend, lc.device)[1], lc.routing, lc.route_k, backend=lc.backend)
+            lm.model.mode = check_mode(mode or lm.model.mode)
+            c = lm.complete(prompt, sc.max_new_tokens, sc.temperature, sc.top_k or None, sc.top_p, seed=sc.seed)[0]
+            return print(prompt + c.text)
+        if mode is not None: raise SmaError(f"--mode applies to a router dir; {kw['model_dir']} has no router.json")
+        _, B, model, tok = load_flags(kw)
         c = B.complete(model, tok, prompt, sc.max_new_tokens, sc.temperature, sc.top_k or None, sc.top_p, seed=sc.seed)[0]
         print(prompt + c.text)
 

@@ -11,6 +11,7 @@ import numpy as np
 from fastcore.basics import patch
 from .config import SmaError
 from .backend import BACKENDS, load_backend, backend_of
+from .router import is_router_dir
 
 # %% auto #0
 __all__ = ['cut_at_stops', 'Completion', 'make_completion', 'decode_rows', 'complete_with', 'generate_ids', 'score_pairs',
@@ -117,7 +118,7 @@ class TextLM:
                  force_expert: str | None = None, batch_size: int = 16, _defaults: tuple | None = None, backend=None):
         self.model, self.tok, self.name, self.batch_size = model, tok, name, batch_size
         self.B = load_backend(backend_of(model)) if backend is None else load_backend(backend) if isinstance(backend, str) else backend
-        self.window = int(model.cfg.max_seq_len)
+        self.window = int(getattr(model, "window", 0) or model.cfg.max_seq_len)   # a router ensemble has `window`
         self.shiftable = hasattr(model, "set_routing") and hasattr(model, "sc")
         if not self.shiftable and (routing or route_k or force_expert):
             raise SmaError(f"{name}: routing and forced experts apply to a shiftable model, this is a generalist")
@@ -171,8 +172,14 @@ def loglik(self: TextLM, pairs: Sequence[tuple[str, str]], batch_size: int | Non
 # %% ../nbs/31_generate.ipynb #0329c8ac
 def load_lm(model_dir, device: str = "cpu", routing: str | None = None, route_k: int | None = None,
             force_expert: str | None = None, backend: str = "torch", batch_size: int = 16, name: str | None = None) -> TextLM:
-    "A `TextLM` for the model in `model_dir`, loaded with `backend` ('torch' or 'jax')."
+    "A `TextLM` for the model (or router ensemble, PyTorch) in `model_dir`, loaded with `backend` ('torch' or 'jax')."
     if backend not in BACKENDS: raise SmaError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if is_router_dir(model_dir):     # a router ensemble (PyTorch): its members carry their own routing
+        if backend != "torch": raise SmaError(f"{model_dir}: a router dir loads with backend torch, not {backend}")
+        if routing or route_k or force_expert: raise SmaError(f"{model_dir}: a router's members carry their own routing (DIR[expert] in router.json)")
+        R = load_backend("torch").router
+        ens, tok = R.RouterEnsemble.from_pretrained(model_dir, device=device)
+        return TextLM(ens, tok, name or Path(model_dir).resolve().name, batch_size=batch_size, backend=R)
     B = load_backend(backend)
     model, tok = B.load_model(model_dir, device)
     return TextLM(model, tok, name or Path(model_dir).resolve().name, routing, route_k, force_expert, batch_size, backend=B)
