@@ -245,6 +245,7 @@ def from_pretrained(cls: RouterEnsemble, models, weights_path=None, device="auto
         torch.manual_seed(seed)
         ens = cls(members, names, hidden, head_hidden_dim, head_dropout)
     ens.specs, ens.tok, ens.tokenizer_hash = (info["members"] if info else specs), tok, h
+    ens.vocab_size = tok.vocab_size                 # padded transformers vocabularies are cut to the tokenizer's
     ens.mode = check_mode(mode or (info or {}).get("mode", "select"))
     if weights_path is not None: ens.load_heads(weights_path)
     return ens.eval(), tok
