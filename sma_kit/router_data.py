@@ -12,11 +12,11 @@ from .config import SmaError
 from .data import domain_files, file_documents
 
 # %% auto #0
-__all__ = ['QA_FIELDS', 'PROMPT', 'OBJECTIVES', 'format_record', 'read_dataset', 'balance', 'split', 'RouterTrainConfig',
-           'encode', 'Batches', 'pad', 'RouterData', 'router_data']
+__all__ = ['QA_FIELDS', 'PROMPT', 'SPLIT_NAMES', 'OBJECTIVES', 'format_record', 'read_dataset', 'balance', 'split',
+           'RouterTrainConfig', 'encode', 'Batches', 'pad', 'RouterData', 'router_data']
 
 # %% ../nbs/08_router_data.ipynb #8998d642
-QA_FIELDS = (("question", "answer"), ("prompt", "completion"), ("input", "output"), ("instruction", "response"))
+QA_FIELDS = (("question", "answer"), ("question", "long_answer"), ("prompt", "completion"), ("input", "output"), ("instruction", "response"))
 PROMPT = "Question: {q}\nAnswer:"
 
 def _options(rec) -> str:
@@ -28,6 +28,7 @@ def _options(rec) -> str:
 def format_record(rec) -> tuple[str, str] | None:
     "(prompt, answer) of one record (see above), or None when it has none of the accepted fields."
     if not isinstance(rec, dict): return None
+    rec = {str(k).lower(): v for k, v in rec.items()}
     for q, a in QA_FIELDS:
         if rec.get(q) is not None and rec.get(a) is not None:
             ans = rec[a][0] if isinstance(rec[a], list) and rec[a] else rec[a]
@@ -51,6 +52,8 @@ def _hub_records(spec: str) -> list:
     try: return list(load_dataset(hid, cfg or None, split="train"))
     except Exception as e: raise SmaError(f"dataset {spec}: cannot load it ({(str(e).strip().splitlines() or [type(e).__name__])[0][:160]})") from None
 
+SPLIT_NAMES = ("train", "test", "validation", "val", "dev", "data")   # a file named so is named after its folder
+
 def read_dataset(spec: str) -> tuple[str, list[tuple[str, str]]]:
     "(name, [(prompt, answer)]) of a dataset spec: a jsonl/json file, a corpus folder, or a hub id `id[:config]`."
     p = Path(spec)
@@ -58,7 +61,7 @@ def read_dataset(spec: str) -> tuple[str, list[tuple[str, str]]]:
         files = domain_files(p)
         if not files: raise SmaError(f"{p}: empty dataset (no .txt .md .rst .jsonl .json files)")
         name, raw = p.name, [{"text": d} for f in files for d in file_documents(f)]
-    elif p.is_file(): name, raw = p.stem, _file_records(p)
+    elif p.is_file(): name, raw = p.parent.name if p.stem.lower() in SPLIT_NAMES else p.stem, _file_records(p)
     elif p.suffix.lower() in (".jsonl", ".json", ".txt") or str(spec).startswith((".", "/", "~")): raise SmaError(f"{spec}: dataset not found")
     else: name, raw = spec.replace(":", "-").split("/")[-1], _hub_records(spec)
     recs = [r for x in raw if (r := format_record(x)) is not None]
