@@ -104,7 +104,7 @@ class RouterTrainConfig:
     warmup_steps: int = 50           # linear warmup steps, then cosine to learning_rate / 10
     weight_decay: float = 0.01       # AdamW weight decay of the heads
     objective: str = "marginal"      # marginal (-log of the weighted mixture), oracle (weights toward the best member) or both
-    entropy_weight: float = -0.01    # weight of the routing entropy added to the loss (< 0 rewards spread, > 0 sharpness)
+    entropy_weight: float = 0.01     # weight of the routing entropy added to the loss (> 0 rewards sharp routing; measured better than < 0)
     eval_every: int = 50             # steps between validations (the best heads are kept)
     patience: int | None = None      # validations without improvement before stopping early
     log_every_n_steps: int = 10      # steps between metrics.jsonl lines
