@@ -108,16 +108,17 @@ def train_generalist(
         require(data_dir=data_dir, output_dir=output_dir)
         rc, device, B = run_flags(kw)
         tc = TrainConfig(**flag_values(TrainConfig, kw))
-        cfg = {**flag_values(ModelConfig, kw, RENAME), "max_seq_len": tc.seq_len}
+        cfg = {**flag_values(ModelConfig, kw, RENAME), **({} if rc.init_from else {"max_seq_len": tc.seq_len})}
         res = B.train_generalist(data_dir, output_dir, cfg, tc, tokenizer=tokenizer, vocab_size=vocab_size, val_fraction=rc.val_fraction,
-                                 device=device, mesh=rc.mesh, resume=rc.resume, overwrite=rc.overwrite, progress=not rc.quiet)
+                                 device=device, mesh=rc.mesh, resume=rc.resume, overwrite=rc.overwrite, progress=not rc.quiet,
+                                 init_from=rc.init_from)
         print(f"{res['n_params']:,} parameters, {res['train_tokens']:,} training tokens, {res['elapsed_s']:.1f} s")
         print(final_line(res))
         if res["interrupted"]: sys.exit(130)
 
 # %% ../nbs/50_cli.ipynb #dc9e90bd
 @call_parse
-@config_flags(RunConfig, TrainConfig, ShiftConfig)
+@config_flags(RunConfig, TrainConfig, ShiftConfig, skip=("init_from",))
 def train_specialists(
     generalist_ckpt:str=None,     # the generalist's model dir (or a file in it) (required)
     output_dir:str=None,          # where the shiftable model goes (required)

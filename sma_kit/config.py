@@ -234,6 +234,7 @@ class RunConfig:
     backend: str = "torch"           # torch, jax, or xla (PyTorch on XLA devices)
     mesh: str | None = None          # jax / xla: device mesh 'data,fsdp' such as 2,4 (xla: also 'auto')
     resume: bool = False             # continue the run in output_dir from its train_state/
+    init_from: str | None = None     # start a new run (step 0, new schedule) from this model dir's weights and tokenizer
     overwrite: bool = False          # replace a model already in output_dir
     quiet: bool = False              # no progress bar
 

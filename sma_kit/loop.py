@@ -4,18 +4,19 @@
 
 # %% ../nbs/05_loop.ipynb #8c950942
 from __future__ import annotations
-import json, signal, threading, time
+import dataclasses, json, signal, threading, time
 from pathlib import Path
 from types import SimpleNamespace
 from tqdm.auto import tqdm
 from .config import ModelConfig, TrainConfig, SmaError
-from .checkpoint import atomic_write, check_output_dir, resolve_dir, TOKENIZER, TRAIN_STATE
+from .checkpoint import atomic_write, check_output_dir, check_model_dir, read_shift_config, resolve_dir, TOKENIZER, TRAIN_STATE
 from .data import (resolve_data_dir, discover_domains, load_domain, token_stream, split_stream, val_windows, MixtureSampler,
                           specialist_corpora, load_corpus_streams)
 from .tokenizer import build_tokenizer, load_tokenizer
 
 # %% auto #0
-__all__ = ['RESUME_FREE', 'TrainLoop', 'resume_tokenizer', 'generalist_inputs', 'check_generalist', 'specialist_inputs']
+__all__ = ['RESUME_FREE', 'TrainLoop', 'resume_tokenizer', 'init_source', 'generalist_inputs', 'check_generalist',
+           'specialist_inputs']
 
 # %% ../nbs/05_loop.ipynb #53397439
 RESUME_FREE = {"stop_after", "patience", "min_delta", "log_every", "eval_every"}   # settings a resumed run may change
@@ -123,15 +124,30 @@ def resume_tokenizer(out):
     p = resolve_dir(Path(out) / TRAIN_STATE) / TOKENIZER
     return load_tokenizer(p if p.is_file() else Path(out) / TOKENIZER)
 
+def init_source(init_from, output_dir, cfg: ModelConfig | dict | None = None):
+    "(config, tokenizer) of generalist dir `init_from`; a `cfg` field set to neither its default nor the dir's value is refused in one line."
+    d = Path(init_from)
+    base, tok, _ = check_model_dir(d)
+    if read_shift_config(d) is not None: raise SmaError(f"{d}: --init_from takes a generalist's dir; this is a shiftable model")
+    if Path(output_dir).resolve() == d.resolve(): raise SmaError(f"{output_dir}: is the --init_from dir; a new run writes to a dir of its own")
+    given = cfg.to_dict() if isinstance(cfg, ModelConfig) else dict(cfg or {})
+    defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
+    for k, v in given.items():
+        if k in defaults and v != defaults[k] and v != getattr(base, k):
+            raise SmaError(f"--{k} {v} contradicts {d / 'config.json'} ({k} {getattr(base, k)}): a run from --init_from keeps the model's shape")
+    return base, tok
+
 def generalist_inputs(data_dir, output_dir, cfg: ModelConfig | dict | None, tc: TrainConfig, tokenizer: str = "bpe",
                       vocab_size: int = 8192, val_fraction: float = 0.1, resume: bool = False, overwrite: bool = False,
-                      check_out=check_output_dir) -> SimpleNamespace:
-    "(name, out, tok, cfg, train, val {name: stream} or {}, sampler, info) for a generalist run on `data_dir`."
+                      check_out=check_output_dir, init_from=None) -> SimpleNamespace:
+    "(name, out, tok, cfg, train, val {name: stream} or {}, sampler, info) for a generalist run on `data_dir` (from model dir `init_from`'s config and tokenizer if given)."
     name, files = next(iter(resolve_data_dir(data_dir).items()))
     all_domains = list(discover_domains(data_dir)) if (Path(data_dir) / "general").is_dir() else [name]
     out = check_out(output_dir, resume, overwrite, create=False)
+    if init_from is not None: cfg, init_tok = init_source(init_from, out, cfg)
     docs = load_domain(files)["text"]
-    tok = resume_tokenizer(out) if resume else build_tokenizer(tokenizer, docs, vocab_size, all_domains)
+    tok = (resume_tokenizer(out) if resume else init_tok if init_from is not None
+           else build_tokenizer(tokenizer, docs, vocab_size, all_domains))
     train, val = split_stream(token_stream(docs, tok), val_fraction)
     if isinstance(cfg, dict) or cfg is None: cfg = ModelConfig(**{"max_seq_len": tc.seq_len, **(cfg or {}), "vocab_size": tok.vocab_size})
     if cfg.vocab_size != tok.vocab_size: raise SmaError(f"tokenizer has {tok.vocab_size} tokens but the model config says vocab_size {cfg.vocab_size}")
@@ -140,7 +156,7 @@ def generalist_inputs(data_dir, output_dir, cfg: ModelConfig | dict | None, tc: 
     check_out(out, resume, overwrite)
     return SimpleNamespace(name=name, out=out, tok=tok, cfg=cfg, train=train, val={name: val} if val_fraction > 0 else {},
                            sampler=MixtureSampler({name: train}, tc.seq_len, seed=tc.seed),
-                           info=dict(domain=name, train_tokens=len(train), val_tokens=len(val)))
+                           info=dict(domain=name, train_tokens=len(train), val_tokens=len(val), init_from=init_from and str(init_from)))
 
 def check_generalist(base, generalist_dir, tc: TrainConfig):
     "Refuse a base model that is already shiftable, or too short for `tc.seq_len`."

@@ -276,15 +276,16 @@ MAX_TO_KEEP = 2   # orbax training states kept per run
 
 def train_generalist(data_dir, output_dir, cfg: ModelConfig | dict | None = None, tc: TrainConfig | None = None,
                      tokenizer: str = "bpe", vocab_size: int = 8192, val_fraction: float = 0.1, device: str = "auto",
-                     mesh=None, resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
-    "Train a generalist on `data_dir` (a DATA root's general/ or one folder) into `output_dir`, with JAX."
+                     mesh=None, resume: bool = False, overwrite: bool = False, progress: bool = True, init_from=None) -> dict:
+    "Train a generalist on `data_dir` (a DATA root's general/ or one folder) into `output_dir`, with JAX (`init_from`: start from that model dir)."
     tc = tc or TrainConfig()
     maybe_initialize_distributed()
     devices = pick_devices(device)
     mesh = mesh if isinstance(mesh, Mesh) else make_mesh(mesh, devices)
     check_batch(tc.batch_size, mesh)
-    g = generalist_inputs(data_dir, output_dir, cfg, tc, tokenizer, vocab_size, val_fraction, resume, overwrite, check_output_dir)
+    g = generalist_inputs(data_dir, output_dir, cfg, tc, tokenizer, vocab_size, val_fraction, resume, overwrite, check_output_dir, init_from)
     model = sharded_model(g.cfg, mesh, tc.seed, compute_dtype_for(tc.precision, devices[0].platform))
+    if init_from is not None: load_weights(model, Path(init_from) / WEIGHTS)   # each parameter keeps its shard placement
     trainer = Trainer(model, g.tok, g.sampler, g.val, tc, g.out, mesh, progress=progress, max_to_keep=MAX_TO_KEEP)
     res = trainer.fit(resume=resume)
     if val_fraction == 0: save_model(model, g.out, g.tok)

@@ -185,13 +185,14 @@ def trainer_for(device: str = "auto", mesh=None):
 
 def train_generalist(data_dir, output_dir, cfg: ModelConfig | dict | None = None, tc: TrainConfig | None = None,
                      tokenizer: str = "bpe", vocab_size: int = 8192, val_fraction: float = 0.1, device: str = "auto",
-                     mesh=None, resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
-    "Train a generalist on `data_dir` (a DATA root's general/ or one folder) into `output_dir` (`mesh`: SPMD over XLA devices)."
+                     mesh=None, resume: bool = False, overwrite: bool = False, progress: bool = True, init_from=None) -> dict:
+    "Train a generalist on `data_dir` (a DATA root's general/ or one folder) into `output_dir` (`mesh`: SPMD over XLA devices; `init_from`: start from that model dir)."
     tc = tc or TrainConfig()
     make_trainer, dev = trainer_for(device, mesh)
-    g = generalist_inputs(data_dir, output_dir, cfg, tc, tokenizer, vocab_size, val_fraction, resume, overwrite)
+    g = generalist_inputs(data_dir, output_dir, cfg, tc, tokenizer, vocab_size, val_fraction, resume, overwrite, init_from=init_from)
     torch.manual_seed(tc.seed)
     model = DecoderLM(g.cfg)
+    if init_from is not None: load_weights(model, Path(init_from) / WEIGHTS)
     trainer = make_trainer(model, g.tok, g.sampler, g.val, tc, g.out, dev, progress=progress)
     res = trainer.fit(resume=resume)
     if val_fraction == 0: save_model(model, g.out, g.tok)
