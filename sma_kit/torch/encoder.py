@@ -126,7 +126,7 @@ def init_weights_from(model, init_dir) -> list[str]:
     "Copy the tensors of the model dir `init_dir` whose names match into `model` (a vocabulary grown by the mask token: the old rows); the names copied."
     src, done = load_file(str(Path(init_dir) / WEIGHTS)), []
     with torch.no_grad():
-        for k, p in model.state_dict().items():
+        for k, p in model.state_dict(keep_vars=True).items():   # views of the parameters, also of fused ones
             t = src.get(k)
             if t is None or t.shape[1:] != p.shape[1:] or t.shape[0] > p.shape[0] or (t.shape != p.shape and k != "embed.weight"): continue
             p[: t.shape[0]].copy_(t); done.append(k)
