@@ -12,6 +12,7 @@ from .config import SmaError
 from .cli import cli_errors, require, format_table
 from .retrieval import DocumentStore, read_queries, evaluate_store
 from .generate import load_lm
+import sma_kit.encoder   # registers the encoder:DIR retriever
 
 # %% auto #0
 __all__ = ['MIN_CUT_CHARS', 'COMMANDS', 'rag_prompt', 'fit_context', 'RAGModel', 'index_docs', 'sma_rag', 'fold_multi',

@@ -220,7 +220,7 @@ def make_retriever(spec: str, device: str = "cpu"):
         return HybridRetriever(*(make_retriever(p, device) for p in parts))
     prefix, _, arg = spec.partition(":")
     if prefix in EMBEDDERS and arg: return DenseRetriever(EMBEDDERS[prefix](arg, device=device))
-    if prefix == "encoder": raise SmaError(f"retriever {spec!r}: kit encoder embeddings are not available yet")
+    if prefix == "encoder": raise SmaError(f"retriever {spec!r}: import sma_kit.encoder first (it registers kit encoders)")
     raise SmaError(f"unknown retriever {spec!r}; use bm25, st:NAME_OR_PATH or hybrid:A+B")
 
 # %% ../nbs/37_retrieval.ipynb #beccf0bc

@@ -71,8 +71,8 @@ def _linear(d_in, d_out, axes, rngs, dtype, param_dtype, std=0.02):
                       kernel_init=init_normal(std, axes), rngs=rngs)
 
 def attend(x, wq, wk, wv, wo, n_heads: int, n_kv: int, cos, sin, cache: dict | None = None, pos=0, key=None,
-           rate: float = 0.0, dtype=None):
-    "Causal attention of x [B, T, d] with kernels `[in, out]`; returns y (and the updated cache when one is given)."
+           rate: float = 0.0, dtype=None, mask=None):
+    "Causal attention of x [B, T, d] with kernels `[in, out]`; returns y (and the updated cache when one is given). A boolean `mask` (broadcast to [B, 1, T, S], True = may attend) replaces the causal one."
     B, T, _ = x.shape
     hd = wk.shape[1] // n_kv
     G = n_heads // n_kv
@@ -81,17 +81,19 @@ def attend(x, wq, wk, wv, wo, n_heads: int, n_kv: int, cos, sin, cache: dict | N
     q, k, v = jnp.split((x @ w).reshape(B, T, n_heads + 2 * n_kv, hd), [n_heads, n_heads + n_kv], axis=2)
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
     if cache is None:
-        mask = jnp.tril(jnp.ones((T, T), dtype=bool))
+        causal = jnp.tril(jnp.ones((T, T), dtype=bool))
     else:
         k = jax.lax.dynamic_update_slice(cache["k"], k.astype(cache["k"].dtype), (0, pos, 0, 0))
         v = jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), (0, pos, 0, 0))
         cache = {"k": k, "v": v}
-        mask = jnp.arange(k.shape[1])[None, :] <= pos + jnp.arange(T)[:, None]
+        causal = jnp.arange(k.shape[1])[None, :] <= pos + jnp.arange(T)[:, None]
     # heads-major: the G query heads of a kv head side by side as [B, K, G*T, D], so both products are plain batched matmuls
     q = q.reshape(B, T, n_kv, G, hd).transpose(0, 2, 3, 1, 4).reshape(B, n_kv, G * T, hd)
     k, v = k.astype(q.dtype).transpose(0, 2, 1, 3), v.astype(q.dtype).transpose(0, 2, 1, 3)
     att = jnp.einsum("bkqd,bksd->bkqs", q, k, preferred_element_type=jnp.float32) / math.sqrt(hd)
-    att = jax.nn.softmax(jnp.where(jnp.tile(mask, (G, 1)), att, -jnp.inf), axis=-1)
+    if mask is None: mask = jnp.tile(causal, (G, 1))
+    else: mask = jnp.tile(jnp.broadcast_to(mask, (B, 1, T, k.shape[2])), (1, 1, G, 1))
+    att = jax.nn.softmax(jnp.where(mask, att, -jnp.inf), axis=-1)
     att = dropout(att, rate, key)
     y = jnp.einsum("bkqs,bksd->bkqd", att.astype(q.dtype), v)
     y = y.reshape(B, n_kv, G, T, hd).transpose(0, 3, 1, 2, 4).reshape(B, T, n_heads * hd)
@@ -114,8 +116,8 @@ class Attention(nnx.Module):
         "The kernels (q, k, v, o), each `[in, out]`."
         return tuple(m.kernel[...] for m in self.linears())
 
-    def __call__(self, x, cos, sin, cache: dict | None = None, pos=0, key=None):
-        return attend(x, *self.weights(), self.n_heads, self.n_kv, cos, sin, cache, pos, key, self.rate, self.dtype)
+    def __call__(self, x, cos, sin, cache: dict | None = None, pos=0, key=None, mask=None):
+        return attend(x, *self.weights(), self.n_heads, self.n_kv, cos, sin, cache, pos, key, self.rate, self.dtype, mask)
 
 # %% ../../nbs/20_jax_model.ipynb #33945575
 def swiglu(x, wg, wu, wd, dtype=None):
@@ -147,10 +149,10 @@ class Block(nnx.Module):
         self.rate = cfg.dropout
         self.attn_norm, self.attn = RMSNorm(cfg.d_model, cfg.norm_eps, param_dtype), Attention(cfg, rngs, dtype, param_dtype)
         self.ffn_norm, self.ffn = RMSNorm(cfg.d_model, cfg.norm_eps, param_dtype), SwiGLU(cfg, rngs, dtype, param_dtype)
-    def step(self, x, cos, sin, cache=None, pos=0, key=None):
+    def step(self, x, cos, sin, cache=None, pos=0, key=None, mask=None):
         "(new x, new cache or None, what the block reports: nothing here, the gate in the shiftable block)."
         k_att, k1, k2 = _keys(key, 3)
-        h = self.attn(self.attn_norm(x), cos, sin, cache, pos, k_att)
+        h = self.attn(self.attn_norm(x), cos, sin, cache, pos, k_att, mask)
         if cache is not None: h, cache = h
         x = x + dropout(h, self.rate, k1)
         x = x + dropout(self.ffn(self.ffn_norm(x)), self.rate, k2)

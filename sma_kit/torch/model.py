@@ -57,8 +57,8 @@ def apply_rope(x, cos, sin):
 SMALL = 16   # at most this many tokens: separate matmuls instead of concatenated weights
 
 def attend(x, wq, wk, wv, wo, n_heads: int, n_kv: int, cos, sin, cache: dict | None = None, pos: int = 0,
-           dropout: float = 0.0, kv_only: bool = False):
-    "Causal GQA self-attention of x [B, T, d] with the given projection weights (torch Linear layout [out, in])."
+           dropout: float = 0.0, kv_only: bool = False, mask=None):
+    "Causal GQA self-attention of x [B, T, d] with the given projection weights (torch Linear layout [out, in]); a boolean `mask` (broadcast to [B, H, T, S], True = may attend) replaces the causal one."
     B, T, _ = x.shape
     H, K, hd = n_heads, n_kv, wq.shape[0] // n_heads
     # one matmul for q, k and v (the weights stay separate tensors in the checkpoint), one RoPE for q and k;
@@ -70,7 +70,7 @@ def attend(x, wq, wk, wv, wo, n_heads: int, n_kv: int, cos, sin, cache: dict | N
     else:
         qk, v = qkv.split([H + K, K], dim=1)
         q, k = apply_rope(qk, cos, sin).split([H, K], dim=1)
-    mask, causal = None, True
+    causal = mask is None
     if cache is not None:
         cache["k"][:B, :, pos : pos + T] = k; cache["v"][:B, :, pos : pos + T] = v
         if kv_only: return None
@@ -95,9 +95,9 @@ class Attention(nn.Module):
 
     def weights(self) -> tuple: return self.q_proj.weight, self.k_proj.weight, self.v_proj.weight, self.o_proj.weight
 
-    def forward(self, x, cos, sin, cache: dict | None = None, pos: int = 0, kv_only: bool = False):
+    def forward(self, x, cos, sin, cache: dict | None = None, pos: int = 0, kv_only: bool = False, mask=None):
         return attend(x, *self.weights(), self.n_heads, self.n_kv, cos, sin, cache, pos,
-                      self.dropout if self.training else 0.0, kv_only)
+                      self.dropout if self.training else 0.0, kv_only, mask)
 
 # %% ../../nbs/10_torch_model.ipynb #a09fbff8
 def swiglu(x, wg, wu, wd):
@@ -122,8 +122,8 @@ class Block(nn.Module):
         self.attn_norm, self.attn = RMSNorm(cfg.d_model, cfg.norm_eps), Attention(cfg)
         self.ffn_norm, self.ffn = RMSNorm(cfg.d_model, cfg.norm_eps), SwiGLU(cfg)
         self.drop = nn.Dropout(cfg.dropout)
-    def forward(self, x, cos, sin, cache=None, pos=0):
-        x = x + self.drop(self.attn(self.attn_norm(x), cos, sin, cache, pos))
+    def forward(self, x, cos, sin, cache=None, pos=0, mask=None):
+        x = x + self.drop(self.attn(self.attn_norm(x), cos, sin, cache, pos, mask=mask))
         return x + self.drop(self.ffn(self.ffn_norm(x)))
 
 # %% ../../nbs/10_torch_model.ipynb #7fd78ea8
