@@ -14,7 +14,7 @@ from .checkpoint import WEIGHTS
 from .backend import load_backend
 from .cli import cli_errors
 from .job_report import format_figures
-from .router import RouterConfig
+from .router import RouterConfig, is_router_dir
 from .router_data import RouterTrainConfig
 
 # %% auto #0
@@ -269,7 +269,7 @@ def output_dir_for(P: dict, job: str) -> Path:
         v = P.get(k)
         if v and Path(v).expanduser().exists() and (_inside(out, Path(v).expanduser()) if k == "data_dir" else out.resolve() == Path(v).expanduser().resolve()):
             raise SmaError(f"parameter output_dir: {out} is {'inside ' if k == 'data_dir' else ''}the job's {k}, which it only reads")
-    if (out / WEIGHTS).exists() and not P.get("overwrite"):
+    if ((out / WEIGHTS).exists() or is_router_dir(out)) and not P.get("overwrite"):
         raise SmaError(f"{out}: already holds a model; pass overwrite=True (sma_run_job: --p overwrite True) to replace it")
     try: out.mkdir(parents=True, exist_ok=True)
     except OSError as e: raise SmaError(f"parameter output_dir: cannot create {out} ({e.strerror})") from None
