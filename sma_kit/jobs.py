@@ -14,12 +14,14 @@ from .checkpoint import WEIGHTS
 from .backend import load_backend
 from .cli import cli_errors
 from .job_report import format_figures
+from .router import RouterConfig, is_router_dir
+from .router_data import RouterTrainConfig
 
 # %% auto #0
-__all__ = ['JOB_BACKENDS', 'COMMON', 'MODEL', 'TRAIN', 'SHIFT', 'JOB_PARAMS', 'JOB_NAMES', 'JobParam', 'config_param',
-           'config_values', 'model_settings', 'train_settings', 'shift_settings', 'job_params', 'notebook_params',
-           'parse_value', 'repo_root', 'jobs_dir', 'job_notebook', 'parameters_source', 'parameters_cell',
-           'job_backend', 'output_dir_for', 'JobError', 'ensure_kernel', 'run_job', 'run_job_cli']
+__all__ = ['JOB_BACKENDS', 'COMMON', 'MODEL', 'TRAIN', 'SHIFT', 'ROUTER', 'JOB_PARAMS', 'JOB_NAMES', 'JobParam', 'config_param',
+           'config_values', 'model_settings', 'train_settings', 'shift_settings', 'router_settings', 'job_params',
+           'notebook_params', 'parse_value', 'repo_root', 'jobs_dir', 'job_notebook', 'parameters_source',
+           'parameters_cell', 'job_backend', 'output_dir_for', 'JobError', 'ensure_kernel', 'run_job', 'run_job_cli']
 
 # %% ../nbs/60_jobs.ipynb #2b3a7c80
 @dataclass(frozen=True)
@@ -98,6 +100,17 @@ SHIFT = dict(
     heatmap_tokens=JobParam(48, int, "tokens shown in each gate heatmap", min=2),
 )
 _GENERALIST_STEPS = JobParam(20, int, "steps of the generalist trained first when none is given (a quick job)", min=1)
+ROUTER = dict(
+    models=JobParam(None, str, "comma-separated members: kit model dirs or hf:PATH_OR_HUB_ID (read only); None: train a generalist and one fine-tune per specialist domain into output_dir/members"),
+    datasets=JobParam(None, str, "comma-separated router datasets: jsonl/json files, corpus folders or hub ids id[:config]; None: every domain folder of the data"),
+    finetune_steps=JobParam(20, int, "steps of each per-domain fine-tune trained first when models is None (a quick job)", min=1),
+    **{k: config_param(RouterTrainConfig, k, v, "a quick job") for k, v in dict(max_steps=20, batch_size=8, warmup_steps=5, eval_every=5, log_every_n_steps=2).items()},
+    **{k: config_param(RouterTrainConfig, k) for k in ("max_length", "num_epochs", "learning_rate", "weight_decay", "objective", "entropy_weight",
+                                                        "patience", "max_per_dataset")},
+    **{k: config_param(RouterConfig, k) for k in ("head_hidden_dim", "head_dropout")},
+    prompt=JobParam("Question: What is 2 + 2?\nAnswer:", str, "prompt of the greedy sample whose tokens are marked by member"),
+    max_new_tokens=JobParam(24, int, "tokens of the sample", min=1),
+)
 
 JOB_PARAMS = {
     "train_generalist": {**COMMON, **MODEL, **TRAIN},
@@ -117,6 +130,8 @@ JOB_PARAMS = {
     "benchmark": {**COMMON, **MODEL, **TRAIN,
                   "gen_tokens": JobParam(32, int, "tokens generated for the generation timing", min=1),
                   "peak_tflops": JobParam(None, float, "peak TFLOP/s of the devices, for MFU; None: no MFU", min=1e-6)},
+    "train_router": {**COMMON, "backend": JobParam("torch", str, "torch only: the router trains heads over PyTorch members", choices=("torch",)),
+                     **MODEL, "generalist_steps": _GENERALIST_STEPS, **ROUTER},
 }
 JOB_NAMES = tuple(JOB_PARAMS)
 
@@ -147,6 +162,10 @@ def shift_settings(P: dict) -> dict:
     ShiftConfig(**kw)
     return kw
 
+def router_settings(P: dict) -> RouterTrainConfig:
+    "The `RouterTrainConfig` of a job (its seed is the job's)."
+    return RouterTrainConfig(**config_values(P, ROUTER, RouterTrainConfig), seed=P["seed"])
+
 def job_params(job: str, given: dict | None = None) -> dict:
     "Every parameter of `job`: the defaults with `given` checked and applied; unknown names and values the configs refuse are errors."
     if job not in JOB_PARAMS: raise SmaError(f"unknown job {job!r}; jobs: {', '.join(JOB_NAMES)}")
@@ -158,6 +177,7 @@ def job_params(job: str, given: dict | None = None) -> dict:
     if "max_steps" in spec: train_settings(P, P["seq_len"] or PRESETS[P["preset"]]["max_seq_len"])
     else: TrainConfig(**config_values(P, spec, TrainConfig))
     ShiftConfig(**config_values(P, spec, ShiftConfig))
+    if "objective" in spec: router_settings(P); RouterConfig(**config_values(P, spec, RouterConfig))
     return P
 
 def notebook_params(job: str, ns: dict, before) -> dict:
@@ -249,7 +269,7 @@ def output_dir_for(P: dict, job: str) -> Path:
         v = P.get(k)
         if v and Path(v).expanduser().exists() and (_inside(out, Path(v).expanduser()) if k == "data_dir" else out.resolve() == Path(v).expanduser().resolve()):
             raise SmaError(f"parameter output_dir: {out} is {'inside ' if k == 'data_dir' else ''}the job's {k}, which it only reads")
-    if (out / WEIGHTS).exists() and not P.get("overwrite"):
+    if ((out / WEIGHTS).exists() or is_router_dir(out)) and not P.get("overwrite"):
         raise SmaError(f"{out}: already holds a model; pass overwrite=True (sma_run_job: --p overwrite True) to replace it")
     try: out.mkdir(parents=True, exist_ok=True)
     except OSError as e: raise SmaError(f"parameter output_dir: cannot create {out} ({e.strerror})") from None
@@ -338,7 +358,7 @@ def _print_params(name):
 
 @call_parse
 def run_job_cli(
-    name:str,                     # a job (train_generalist, train_specialists, evaluate, benchmark), a notebook path, or `list`
+    name:str,                     # a job (train_generalist, train_specialists, evaluate, benchmark, train_router), a notebook path, or `list`
     p:Param("KEY VALUE: set a job parameter (repeat it; the value is read like papermill's -p)", str, nargs=2, action="append")=None,
     output_dir:str=None,          # where the job writes everything (required)
     kernel:str=None,              # Jupyter kernel name (default: one running this interpreter)

@@ -14,9 +14,9 @@ from .jobs import JOB_NAMES, JOB_BACKENDS, JOB_PARAMS, job_notebook, repo_root
 from .cli import cli_errors
 
 # %% auto #0
-__all__ = ['WHEEL_SLUG', 'KAGGLE_MACHINE', 'KAGGLE_MACHINES', 'KAGGLE_PARAMS', 'wheel_name', 'build_wheel', 'wheel_dataset',
-           'kaggle_slug', 'set_parameters', 'check_pinned', 'install_cell', 'kaggle_job', 'check_kernel_folder',
-           'kaggle_prepare', 'kaggle_prepare_cli']
+__all__ = ['WHEEL_SLUG', 'KAGGLE_MACHINE', 'KAGGLE_MACHINES', 'KAGGLE_PARAMS', 'KAGGLE_BACKEND', 'wheel_name', 'build_wheel',
+           'wheel_dataset', 'kaggle_slug', 'set_parameters', 'check_pinned', 'install_cell', 'kaggle_job',
+           'check_kernel_folder', 'kaggle_prepare', 'kaggle_prepare_cli']
 
 # %% ../nbs/63_kaggle.ipynb #905f3598
 WHEEL_SLUG = "sma-kit-wheel"
@@ -65,7 +65,12 @@ KAGGLE_PARAMS = {
                               corpus_mb=1.5, progress=True),
     "evaluate": dict(batch_size=64, corpus_mb=1.5),
     "benchmark": dict(preset="seed000", max_steps=200, batch_size=64, log_every=10, corpus_mb=1.5, peak_tflops=8 * 197.0),
+    "train_router": dict(models="hf:Qwen/Qwen2.5-1.5B,hf:Qwen/Qwen2.5-Math-1.5B,hf:Tianye88/Qwen2.5-1.5B-Instruct-Medical-cpt-sft-v1",
+                         datasets="openai/gsm8k:main,bigbio/med_qa,google/boolq", max_steps=5000, batch_size=4, max_length=512,
+                         learning_rate=1e-3, warmup_steps=100, eval_every=200, log_every_n_steps=10, patience=3, head_hidden_dim=256,
+                         head_dropout=0.1, device="cuda", progress=True),
 }
+KAGGLE_BACKEND = {"train_router": "torch"}   # jobs that run on one backend only, whatever --backend says
 
 def kaggle_slug(title: str) -> str:
     "The slug Kaggle derives from a title: lower case, runs of other characters to '-'."
@@ -112,6 +117,7 @@ def kaggle_job(job: str, user: str, backend: str = "jax", dataset: str | None = 
     if not re.fullmatch(r"[A-Za-z0-9][\w-]*", user or ""): raise SmaError(f"--user {user!r} is not a Kaggle user name")
     if dataset is not None and not re.fullmatch(r"[\w-]+/[\w.-]+", dataset): raise SmaError(f"--dataset {dataset!r} must be OWNER/DATASET-SLUG")
     if install is not None: check_pinned(install)
+    backend = KAGGLE_BACKEND.get(job, backend)
     title = f"sma-kit {job.replace('_', ' ')}"
     values = {**KAGGLE_PARAMS[job], "backend": backend, "output_dir": f"/kaggle/working/{job}"}
     if dataset: values["data_dir"] = f"/kaggle/input/{dataset.split('/')[1]}"

@@ -223,7 +223,7 @@ def test_failing_cell_is_one_line(tmp_path, scripts, env):
 
 def test_list_and_params(scripts, env):
     p = run(scripts, env, "run_job_cli", "list")
-    assert p.returncode == 0 and p.stdout.split()[::2][:4] == list(jobs.JOB_NAMES)
+    assert p.returncode == 0 and p.stdout.split()[::2][:len(jobs.JOB_NAMES)] == list(jobs.JOB_NAMES)
     p = run(scripts, env, "run_job_cli", "train_specialists", "--params")
     rows = {l.split()[0]: l.split()[1] for l in p.stdout.splitlines()}
     assert p.returncode == 0 and rows["lr"] == repr(TrainConfig().lr) and rows["lora_rank"] == "8" and rows["overwrite"] == "False"
@@ -279,6 +279,65 @@ def test_write_hub_corpus_through_local_files(tmp_path):
         hub.write_hub_corpus("gsm8k", tmp_path / "other", "main")
 
 
+ROUTER_TINY = dict(d_model=32, n_heads=2, n_layers=1, ffn_dim=64, seq_len=128, vocab_size=300, generalist_steps=4, finetune_steps=4,
+                   max_steps=6, batch_size=4, eval_every=3, head_hidden_dim=16, max_new_tokens=6, seed=7)
+
+
+@pytest.fixture(scope="module")
+def router_job(corpus, scripts, env):
+    "train_router with models=None: the job trains a tiny generalist and a math fine-tune of it, then the router's heads over both."
+    qa = corpus.parent / "router_sets" / "pigs.jsonl"; qa.parent.mkdir()
+    qa.write_text("".join(json.dumps({"question": f"How many pigs went to market on day {i}?", "answer": f"{i % 9} little pigs went."}) + "\n" for i in range(200)))
+    out = corpus.parent / "router"
+    p = run(scripts, env, "run_job_cli", "train_router", *flags({**ROUTER_TINY, "data_dir": corpus, "datasets": f"{qa},{corpus / 'math' / 'sums.jsonl'}"}),
+            "--output_dir", out, "--quiet", timeout=600)
+    return out, p
+
+
+def test_train_router_trains_members_and_heads(router_job):
+    out, p = router_job
+    assert p.returncode == 0, p.stderr[-3000:]
+    for f in ("router.safetensors", "router.json", "metrics.jsonl", "metrics.json", "loss.png", "shares.png", "members/general/model.safetensors",
+              "members/math/model.safetensors"):
+        assert (out / f).is_file(), f
+    gen, ft = out / "members" / "general", out / "members" / "math"   # the math member is a fine-tune of the generalist: its shape and tokenizer
+    assert json.loads((gen / "config.json").read_text()) == json.loads((ft / "config.json").read_text())
+    assert (gen / "tokenizer.json").read_bytes() == (ft / "tokenizer.json").read_bytes() and (gen / "model.safetensors").read_bytes() != (ft / "model.safetensors").read_bytes()
+    m = json.loads((out / "metrics.json").read_text())
+    P, f = m["parameters"], m["figures"]
+    assert {k: P[k] for k in ROUTER_TINY} == ROUTER_TINY and P["models"] is None and f["members"] == ["general", "math"]
+    assert f["steps"] == 6 and f["tokens_seen"] > 0 and f["datasets"] == {"pigs": [200, 200], "sums": [400, 200]} and abs(sum(f["val_share"].values()) - 1) < 1e-5
+    rj = json.loads((out / "router.json").read_text())   # the recorded figures are those of the saved router
+    assert f["best_val_loss"] == pytest.approx(rj["val_loss"]) and rj["best_step"] == f["best_step"]
+    val = [r for r in report.read_jsonl(out / "metrics.jsonl") if "val_loss" in r]
+    assert f["best_val_loss"] == pytest.approx(min(r["val_loss"] for r in val))
+    from sma_kit.torch.router import RouterEnsemble, complete
+    ens, tok = RouterEnsemble.from_pretrained(out, device="cpu")
+    assert [Path(s).name for s in rj["members"]] == ["general", "math"] and sum(q.numel() for q in ens.head_params()) == f["n_head_params"]
+    c = complete(ens, tok, P["prompt"], 6, temperature=0.0, mode="select")[0]
+    assert f["sample"] == c.prompt + c.text and f["sample_members"] == [ens.names[i] for i in c.members]
+    assert "val_share: general" in p.stdout
+
+
+def test_train_router_over_given_members_reads_them_only(router_job, corpus, scripts, env, tmp_path):
+    "With models given the job trains no member and writes nothing into them; a router in output_dir is not replaced unasked."
+    out, p = router_job
+    assert p.returncode == 0, p.stderr[-3000:]
+    mem = out / "members"
+    before, models = tree(mem), f"{mem / 'general'},{mem / 'math'}"
+    q = run(scripts, env, "run_job_cli", "train_router", *flags({"models": models, "datasets": corpus / "math" / "sums.jsonl", "max_steps": 3,
+                                                                   "eval_every": 3, "head_hidden_dim": 8, "max_new_tokens": 4}),
+            "--output_dir", tmp_path / "r", "--quiet", timeout=600)
+    assert q.returncode == 0, q.stderr[-3000:]
+    m = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert m["figures"]["members"] == ["general", "math"] and m["figures"]["steps"] == 3 and m["data"] == {} and not (tmp_path / "r" / "members").exists()
+    assert tree(mem) == before
+    r = run(scripts, env, "run_job_cli", "train_router", *flags({"models": models, "datasets": corpus / "math" / "sums.jsonl", "max_steps": 3}),
+            "--output_dir", tmp_path / "r", "--quiet")
+    one_error_line(r, 2, str(tmp_path / "r"), "already holds a model", "overwrite")
+    assert tree(mem) == before
+
+
 @pytest.fixture(scope="module")
 def kaggle_folders(tmp_path_factory):
     d = tmp_path_factory.mktemp("kaggle")
@@ -292,13 +351,15 @@ def test_kaggle_kernels_install_the_wheel_dataset(kaggle_folders):
     assert meta["id"] == "carol/sma-kit-wheel" and len(meta["title"]) >= 6 and meta["licenses"]
     for f in folders[1:]:
         m = kaggle.check_kernel_folder(f)
-        assert m["machine_shape"] == "TpuV5E8" and m["enable_tpu"] is True and "docker_image" not in m
+        tpu = f.name not in kaggle.KAGGLE_BACKEND   # train_router is a GPU (torch) kernel whatever the backend asked for
+        assert m["machine_shape"] == ("TpuV5E8" if tpu else "NvidiaTeslaT4") and m["enable_tpu"] is tpu and m["enable_gpu"] is not tpu and "docker_image" not in m
         assert m["dataset_sources"] == ["carol/sma-kit-wheel", "carol/sma-corpus"]
         text = (f / m["code_file"]).read_text()
         assert "git+" not in text
         first = "".join(json.loads(text)["cells"][0]["source"])
         assert f"/kaggle/input/**/{kaggle.wheel_name()}" in first and "'--no-deps'" in first
-        assert first.index("--no-deps") < first.index("install_missing('jax')") < first.index("check_accelerator('jax')")
+        extra, acc = ("'jax'", "'jax'") if tpu else ("None", "'torch'")
+        assert first.index("--no-deps") < first.index(f"install_missing({extra})") < first.index(f"check_accelerator({acc})")
 
 
 def test_the_wheel_installs_and_finds_what_is_missing(kaggle_folders, tmp_path):
