@@ -12,7 +12,7 @@ from typing import Sequence
 from fastcore.script import call_parse
 from .config import SmaError
 from .checkpoint import check_model_dir, atomic_write
-from .generate import load_lm
+from .generate import load_lm, length_batches
 from .cli import cli_errors, require, format_table
 from tqdm.auto import tqdm
 from .code_eval import read_humaneval, read_mbpp, generate_samples, score_samples, HUMANEVAL_STOPS, MBPP_STOPS
@@ -117,9 +117,10 @@ def eval_gsm8k(lm, problems: Sequence[dict], shots: Sequence[dict] = (), max_new
     "Accuracy of `lm` on GSM8K `problems` (few-shot with `shots`) and per-item examples."
     problems = list(problems)
     prompts = [gsm8k_prompt(p["question"], shots) for p in problems]
-    outs, bar = [], _bar(len(prompts), f"gsm8k {lm.name}", progress)
-    for chunk in _chunks(prompts, getattr(lm, "batch_size", 16)):
-        outs += lm.generate(chunk, max_new_tokens=max_new_tokens, temperature=temperature, stop=list(GSM8K_STOPS), seed=seed)
+    outs, bar = [""] * len(prompts), _bar(len(prompts), f"gsm8k {lm.name}", progress)
+    for chunk in length_batches(prompts, getattr(lm, "batch_size", 16)):      # prompts of similar lengths decode together
+        got = lm.generate([prompts[i] for i in chunk], max_new_tokens=max_new_tokens, temperature=temperature, stop=list(GSM8K_STOPS), seed=seed)
+        for i, o in zip(chunk, got): outs[i] = o
         if bar: bar.update(len(chunk))
     if bar: bar.close()
     ex = []

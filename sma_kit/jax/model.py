@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 from ..config import ModelConfig, SmaError
-from ..generate import Completion, complete_with, generate_ids, score_pairs
+from ..generate import Completion, PaddedStepper, complete_with, generate_ids, score_pairs
 
 # %% auto #0
 __all__ = ['DTYPES', 'as_dtype', 'init_normal', 'RMSNorm', 'rope_tables', 'apply_rope', 'dropout', 'attend', 'Attention',
@@ -48,10 +48,10 @@ def rope_tables(head_dim: int, max_len: int, theta: float = 10000.0):
     return jnp.asarray(np.cos(ang)), jnp.asarray(np.sin(ang))
 
 def apply_rope(x, cos, sin):
-    "Rotate x [B, T, H, D] by the tables sliced to its positions [T, D]."
+    "Rotate x [B, T, H, D] by the tables sliced to its positions, [T, D] (or [B, T, D]: positions per row)."
     x1, x2 = jnp.split(x, 2, axis=-1)
     rot = jnp.concatenate([-x2, x1], axis=-1)
-    c, s = cos[None, :, None, :], sin[None, :, None, :]
+    c, s = (cos[None, :, None, :], sin[None, :, None, :]) if cos.ndim == 2 else (cos[:, :, None, :], sin[:, :, None, :])
     return (x * c + rot * s).astype(x.dtype)
 
 # %% ../../nbs/20_jax_model.ipynb #2198d3af
@@ -71,8 +71,8 @@ def _linear(d_in, d_out, axes, rngs, dtype, param_dtype, std=0.02):
                       kernel_init=init_normal(std, axes), rngs=rngs)
 
 def attend(x, wq, wk, wv, wo, n_heads: int, n_kv: int, cos, sin, cache: dict | None = None, pos=0, key=None,
-           rate: float = 0.0, dtype=None):
-    "Causal attention of x [B, T, d] with kernels `[in, out]`; returns y (and the updated cache when one is given)."
+           rate: float = 0.0, dtype=None, pad=None):
+    "Causal attention of x [B, T, d] with kernels `[in, out]`; returns y (and the updated cache when one is given); `pad` [B]: each row's left-padding slots, never attended to."
     B, T, _ = x.shape
     hd = wk.shape[1] // n_kv
     G = n_heads // n_kv
@@ -87,11 +87,15 @@ def attend(x, wq, wk, wv, wo, n_heads: int, n_kv: int, cos, sin, cache: dict | N
         v = jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), (0, pos, 0, 0))
         cache = {"k": k, "v": v}
         mask = jnp.arange(k.shape[1])[None, :] <= pos + jnp.arange(T)[:, None]
+    if pad is not None:   # key slot s of row b is seen from slot pad[b] on; a padding query sees only itself (no empty softmax row)
+        ks, qs = jnp.arange(k.shape[1])[None, :], pos + jnp.arange(T)[:, None]
+        mask = mask & ((ks >= pad[:, None, None]) | (ks == qs))                  # [B, T, S]
     # heads-major: the G query heads of a kv head side by side as [B, K, G*T, D], so both products are plain batched matmuls
     q = q.reshape(B, T, n_kv, G, hd).transpose(0, 2, 3, 1, 4).reshape(B, n_kv, G * T, hd)
     k, v = k.astype(q.dtype).transpose(0, 2, 1, 3), v.astype(q.dtype).transpose(0, 2, 1, 3)
     att = jnp.einsum("bkqd,bksd->bkqs", q, k, preferred_element_type=jnp.float32) / math.sqrt(hd)
-    att = jax.nn.softmax(jnp.where(jnp.tile(mask, (G, 1)), att, -jnp.inf), axis=-1)
+    mask = jnp.tile(mask, (G, 1)) if mask.ndim == 2 else jnp.tile(mask, (1, G, 1))[:, None]
+    att = jax.nn.softmax(jnp.where(mask, att, -jnp.inf), axis=-1)
     att = dropout(att, rate, key)
     y = jnp.einsum("bkqs,bksd->bkqd", att.astype(q.dtype), v)
     y = y.reshape(B, n_kv, G, T, hd).transpose(0, 3, 1, 2, 4).reshape(B, T, n_heads * hd)
@@ -114,8 +118,8 @@ class Attention(nnx.Module):
         "The kernels (q, k, v, o), each `[in, out]`."
         return tuple(m.kernel[...] for m in self.linears())
 
-    def __call__(self, x, cos, sin, cache: dict | None = None, pos=0, key=None):
-        return attend(x, *self.weights(), self.n_heads, self.n_kv, cos, sin, cache, pos, key, self.rate, self.dtype)
+    def __call__(self, x, cos, sin, cache: dict | None = None, pos=0, key=None, pad=None):
+        return attend(x, *self.weights(), self.n_heads, self.n_kv, cos, sin, cache, pos, key, self.rate, self.dtype, pad)
 
 # %% ../../nbs/20_jax_model.ipynb #33945575
 def swiglu(x, wg, wu, wd, dtype=None):
@@ -147,10 +151,10 @@ class Block(nnx.Module):
         self.rate = cfg.dropout
         self.attn_norm, self.attn = RMSNorm(cfg.d_model, cfg.norm_eps, param_dtype), Attention(cfg, rngs, dtype, param_dtype)
         self.ffn_norm, self.ffn = RMSNorm(cfg.d_model, cfg.norm_eps, param_dtype), SwiGLU(cfg, rngs, dtype, param_dtype)
-    def step(self, x, cos, sin, cache=None, pos=0, key=None):
+    def step(self, x, cos, sin, cache=None, pos=0, key=None, pad=None):
         "(new x, new cache or None, what the block reports: nothing here, the gate in the shiftable block)."
         k_att, k1, k2 = _keys(key, 3)
-        h = self.attn(self.attn_norm(x), cos, sin, cache, pos, k_att)
+        h = self.attn(self.attn_norm(x), cos, sin, cache, pos, k_att, pad)
         if cache is not None: h, cache = h
         x = x + dropout(h, self.rate, k1)
         x = x + dropout(self.ffn(self.ffn_norm(x)), self.rate, k2)
@@ -208,32 +212,35 @@ class DecoderLM(nnx.Module):
         n = math.prod(s.mesh.shape[a] for a in jax.tree.leaves(s.spec[0]))
         return jax.lax.with_sharding_constraint(x, s) if x.shape[0] % n == 0 else x
 
-    def _hidden(self, idx, cache=None, pos=0, key=None):
-        "(final normed hidden states [B, T, d], the new cache or None, each block's report)."
+    def _hidden(self, idx, cache=None, pos=0, key=None, pad=None):
+        "(final normed hidden states [B, T, d], the new cache or None, each block's report); `pad` [B]: left-padding slots per row."
         T = idx.shape[1]
         if T > self.cfg.max_seq_len or (isinstance(pos, int) and pos + T > self.cfg.max_seq_len):
             raise SmaError(f"sequence of {(pos if isinstance(pos, int) else 0) + T} tokens is longer than max_seq_len {self.cfg.max_seq_len}")
         cos, sin = rope_tables(self.cfg.head_dim, self.cfg.max_seq_len, self.cfg.rope_theta)
-        cos, sin = jax.lax.dynamic_slice_in_dim(cos, pos, T), jax.lax.dynamic_slice_in_dim(sin, pos, T)
+        if pad is None: cos, sin = jax.lax.dynamic_slice_in_dim(cos, pos, T), jax.lax.dynamic_slice_in_dim(sin, pos, T)
+        else:                       # each row's positions start at its first real token
+            at = jnp.maximum(pos + jnp.arange(T)[None] - pad[:, None], 0)
+            cos, sin = jnp.take(cos, at, axis=0), jnp.take(sin, at, axis=0)
         keys = _keys(key, len(self.blocks) + 1)
         x = self.constrain(dropout(self.embed_tokens(idx), self.cfg.dropout, keys[-1]))
         new, reports = ([] if cache is not None else None), []
         for i, b in enumerate(self.blocks):
             if cache is None and self.remat: x, c, r = nnx.remat(lambda b, x, k: b.step(x, cos, sin, key=k))(b, x, keys[i])
-            else: x, c, r = b.step(x, cos, sin, None if cache is None else cache[i], pos, keys[i])
+            else: x, c, r = b.step(x, cos, sin, None if cache is None else cache[i], pos, keys[i], pad)
             if cache is not None: new.append(c)
             reports.append(r)
             x = self.constrain(x)
         return self.norm(x), new, reports
 
-    def hidden(self, idx, cache=None, pos=0, key=None):
+    def hidden(self, idx, cache=None, pos=0, key=None, pad=None):
         "Final normed hidden states [B, T, d] (and the new cache when one is given)."
-        x, new, _ = self._hidden(idx, cache, pos, key)
+        x, new, _ = self._hidden(idx, cache, pos, key, pad)
         return (x, new) if cache is not None else x
 
-    def __call__(self, idx, targets=None, cache=None, pos=0, key=None):
+    def __call__(self, idx, targets=None, cache=None, pos=0, key=None, pad=None):
         if cache is not None:
-            h, cache = self.hidden(idx, cache, pos, key)
+            h, cache = self.hidden(idx, cache, pos, key, pad)
             return self.head(h), cache
         logits = self.head(self.hidden(idx, key=key))
         if targets is None: return logits
@@ -317,43 +324,37 @@ def _pick(logits, key, temperature, top_k, top_p):
     return jnp.where(temperature <= 0, jnp.argmax(logits, axis=-1), sample).astype(jnp.int32)
 
 @nnx.jit
-def _prefill(model, idx, cache, key, temperature, top_k, top_p):
-    logits, cache = model(idx, cache=cache, pos=0)
+def _prefill(model, idx, pad, cache, key, temperature, top_k, top_p):
+    logits, cache = model(idx, cache=cache, pos=0, pad=pad)
     return _pick(logits[:, -1], key, temperature, top_k, top_p), cache
 
 @nnx.jit
-def _decode(model, tok, cache, pos, key, temperature, top_k, top_p):
-    logits, cache = model(tok[:, None], cache=cache, pos=pos)
+def _decode(model, tok, pad, cache, pos, key, temperature, top_k, top_p):
+    logits, cache = model(tok[:, None], cache=cache, pos=pos, pad=pad)
     return _pick(logits[:, -1], key, temperature, top_k, top_p), cache
 
 # %% ../../nbs/20_jax_model.ipynb #b28455d2
-class RowStepper:
-    "The model side of `complete` for a batch of equal-length prompts (see `sma_kit.generate.complete_with`)."
+class RowStepper(PaddedStepper):
+    "The model side of `complete` for a batch of prompts of any lengths, left padded (see `sma_kit.generate.PaddedStepper`)."
     def __init__(self, model, rows, temperature, top_k, top_p, key):
         self.model, self.key, self.i = model, key, 0
         self.sampling = (jnp.float32(temperature), jnp.int32(top_k or 0), jnp.float32(top_p or 1.0))
-        self.W = int(model.cfg.max_seq_len); self.keep_len = max(1, self.W - max(1, self.W // 4))
-        self.hist, self.alive = np.asarray(rows, np.int32), np.arange(len(rows))
-        self._prefill()
+        super().__init__(rows, model.cfg.max_seq_len)
 
     def _next_key(self):
         self.i += 1
         return jax.random.fold_in(self.key, self.i - 1)
 
-    def _prefill(self):
-        self.nxt, self.cache = _prefill(self.model, jnp.asarray(self.hist), self.model.new_cache(len(self.hist)), self._next_key(), *self.sampling)
-        self.cur = self.hist.shape[1]
+    def encode(self, ids, pad):
+        self.pad, self.alive = jnp.asarray(pad, jnp.int32), np.arange(len(ids))
+        self.nxt, self.cache = _prefill(self.model, jnp.asarray(ids, jnp.int32), self.pad, self.model.new_cache(len(ids)),
+                                        self._next_key(), *self.sampling)
 
-    def sample(self) -> list[int]: return np.asarray(self.nxt)[self.alive].tolist()
+    def pick(self) -> list[int]: return np.asarray(self.nxt)[self.alive].tolist()
 
-    def advance(self, keep: list[int]):
-        n = np.asarray(self.nxt)
-        self.hist, self.alive = np.concatenate([self.hist, n[:, None]], 1)[:, -self.W:], self.alive[keep]
-        if self.cur >= self.W:                              # window full: slide and re-encode
-            self.hist = self.hist[:, -self.keep_len:]; self._prefill()
-        else:
-            self.nxt, self.cache = _decode(self.model, jnp.asarray(n), self.cache, jnp.int32(self.cur), self._next_key(), *self.sampling)
-            self.cur += 1
+    def step(self, keep: list[int]):
+        self.alive = self.alive[keep]     # finished rows stay in the batch (a fixed shape), unread
+        self.nxt, self.cache = _decode(self.model, self.nxt, self.pad, self.cache, jnp.int32(self.cur), self._next_key(), *self.sampling)
 
 @nnx.jit
 def _target_logp(model, x, t):
@@ -371,7 +372,7 @@ def complete(model, tok, prompts, max_new_tokens: int = 100, temperature: float 
 
 def generate(model, idx, max_new_tokens: int = 64, temperature: float = 0.0, top_k: int | None = None,
              top_p: float | None = None, stop_ids=(), seed: int | None = None) -> list[list[int]]:
-    "`complete` at the token level: the new ids of each equal-length prompt row of `idx` [B, T], a row ending before any of `stop_ids`."
+    "`complete` at the token level: the new ids of each prompt row of `idx` ([B, T], or rows of any lengths), a row ending before any of `stop_ids`."
     key = _key(seed); start = lambda rows: RowStepper(model, rows, temperature, top_k, top_p, key)
     return generate_ids(start, idx, int(model.cfg.max_seq_len), max_new_tokens, stop_ids)
 

@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from ..config import ModelConfig, SmaError
 from contextlib import contextmanager
-from ..generate import Completion, complete_with, generate_ids, score_pairs
+from ..generate import Completion, PaddedStepper, complete_with, generate_ids, score_pairs
 
 # %% auto #0
 __all__ = ['SMALL', 'RMSNorm', 'rope_tables', 'apply_rope', 'attend', 'Attention', 'swiglu', 'SwiGLU', 'Block', 'DecoderLM',
@@ -57,8 +57,8 @@ def apply_rope(x, cos, sin):
 SMALL = 16   # at most this many tokens: separate matmuls instead of concatenated weights
 
 def attend(x, wq, wk, wv, wo, n_heads: int, n_kv: int, cos, sin, cache: dict | None = None, pos: int = 0,
-           dropout: float = 0.0, kv_only: bool = False):
-    "Causal GQA self-attention of x [B, T, d] with the given projection weights (torch Linear layout [out, in])."
+           dropout: float = 0.0, kv_only: bool = False, pad=None):
+    "Causal GQA self-attention of x [B, T, d] with the given projection weights (torch Linear layout [out, in]); `pad` [B]: each row's left-padding slots, never attended to."
     B, T, _ = x.shape
     H, K, hd = n_heads, n_kv, wq.shape[0] // n_heads
     # one matmul for q, k and v (the weights stay separate tensors in the checkpoint), one RoPE for q and k;
@@ -79,6 +79,9 @@ def attend(x, wq, wk, wv, wo, n_heads: int, n_kv: int, cos, sin, cache: dict | N
             causal = False
             if T > 1:  # a chunk after a prefix: query i sees keys <= pos + i
                 mask = torch.ones(T, pos + T, dtype=torch.bool, device=x.device).tril(diagonal=pos)
+    if pad is not None:   # key slot s of row b is seen from slot pad[b] on; a padding query sees only itself (no empty softmax row)
+        ks, qs = torch.arange(k.shape[2], device=x.device), pos + torch.arange(T, device=x.device)[:, None]
+        mask, causal = (((ks >= pad[:, None, None]) | (ks == qs)) & (ks <= qs))[:, None], False
     y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None,
                                        dropout_p=dropout, enable_gqa=K != H)
     return F.linear(y.transpose(1, 2).reshape(B, T, H * hd), wo)
@@ -95,9 +98,9 @@ class Attention(nn.Module):
 
     def weights(self) -> tuple: return self.q_proj.weight, self.k_proj.weight, self.v_proj.weight, self.o_proj.weight
 
-    def forward(self, x, cos, sin, cache: dict | None = None, pos: int = 0, kv_only: bool = False):
+    def forward(self, x, cos, sin, cache: dict | None = None, pos: int = 0, kv_only: bool = False, pad=None):
         return attend(x, *self.weights(), self.n_heads, self.n_kv, cos, sin, cache, pos,
-                      self.dropout if self.training else 0.0, kv_only)
+                      self.dropout if self.training else 0.0, kv_only, pad)
 
 # %% ../../nbs/10_torch_model.ipynb #a09fbff8
 def swiglu(x, wg, wu, wd):
@@ -122,8 +125,8 @@ class Block(nn.Module):
         self.attn_norm, self.attn = RMSNorm(cfg.d_model, cfg.norm_eps), Attention(cfg)
         self.ffn_norm, self.ffn = RMSNorm(cfg.d_model, cfg.norm_eps), SwiGLU(cfg)
         self.drop = nn.Dropout(cfg.dropout)
-    def forward(self, x, cos, sin, cache=None, pos=0):
-        x = x + self.drop(self.attn(self.attn_norm(x), cos, sin, cache, pos))
+    def forward(self, x, cos, sin, cache=None, pos=0, pad=None):
+        x = x + self.drop(self.attn(self.attn_norm(x), cos, sin, cache, pos, pad=pad))
         return x + self.drop(self.ffn(self.ffn_norm(x)))
 
 # %% ../../nbs/10_torch_model.ipynb #7fd78ea8
@@ -148,17 +151,20 @@ class DecoderLM(nn.Module):
 
     def head(self, h): return h @ self.embed.weight.T if self.lm_head is None else self.lm_head(h)
 
-    def hidden(self, idx, cache=None, pos: int = 0):
-        "Final normed hidden states [B, T, d]."
+    def hidden(self, idx, cache=None, pos: int = 0, pad=None):
+        "Final normed hidden states [B, T, d]; `pad` [B]: left-padding slots per row (its RoPE positions start at its first real token)."
         T = idx.shape[1]
         if pos + T > self.cfg.max_seq_len: raise SmaError(f"sequence of {pos + T} tokens is longer than max_seq_len {self.cfg.max_seq_len}")
-        cos, sin = self.rope_cos[pos : pos + T], self.rope_sin[pos : pos + T]
+        if pad is None: cos, sin = self.rope_cos[pos : pos + T], self.rope_sin[pos : pos + T]
+        else:
+            at = (pos + torch.arange(T, device=idx.device)[None] - pad[:, None]).clamp(min=0)
+            cos, sin = self.rope_cos[at][:, None], self.rope_sin[at][:, None]     # [B, 1, T, D]
         x = self.drop(self.embed(idx))
-        for i, b in enumerate(self.blocks): x = b(x, cos, sin, None if cache is None else cache[i], pos)
+        for i, b in enumerate(self.blocks): x = b(x, cos, sin, None if cache is None else cache[i], pos, pad=pad)
         return self.norm(x)
 
-    def forward(self, idx, targets=None, cache=None, pos: int = 0):
-        logits = self.head(self.hidden(idx, cache, pos))
+    def forward(self, idx, targets=None, cache=None, pos: int = 0, pad=None):
+        logits = self.head(self.hidden(idx, cache, pos, pad))
         if targets is None: return logits
         return logits, F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100)
 
@@ -197,35 +203,35 @@ def _take_rows(obj, rows):
     if isinstance(obj, list): return [_take_rows(v, rows) for v in obj]
     return obj.index_select(0, rows) if hasattr(obj, "index_select") else obj
 
-class RowStepper:
-    "The model side of `complete` for a batch of equal-length prompts (see `sma_kit.generate.complete_with`)."
+class RowStepper(PaddedStepper):
+    "The model side of `complete` for a batch of prompts of any lengths, left padded (see `sma_kit.generate.PaddedStepper`)."
     def __init__(self, model, rows, temperature, top_k, top_p, gen):
-        self.model, self.sampling, self.gen = model, (temperature, top_k, top_p), gen
-        self.W = int(model.cfg.max_seq_len); self.keep_len = max(1, self.W - max(1, self.W // 4))
-        self.hist = torch.tensor(rows, dtype=torch.long, device=_device(model))
-        self._prefill()
+        self.model, self.sampling, self.gen, self.dev = model, (temperature, top_k, top_p), gen, _device(model)
+        super().__init__(rows, model.cfg.max_seq_len)
 
-    def _prefill(self):
-        self.cache = self.model.new_cache(self.hist.shape[0])
-        self.logits = self.model(self.hist, cache=self.cache, pos=0)[:, -1]
-        self.cur = self.hist.shape[1]
+    def _run(self, ids, pos):
+        kw = {} if self.pad is None else {"pad": self.pad}          # no padding: the plain causal path
+        self.logits = self.model(ids, cache=self.cache, pos=pos, **kw)[:, -1]
 
-    def sample(self) -> list[int]:
+    def encode(self, ids, pad):
+        self.pad = torch.from_numpy(pad).to(self.dev) if pad.any() else None
+        self.cache = self.model.new_cache(len(ids))
+        self._run(torch.from_numpy(ids).to(self.dev), 0)
+
+    def pick(self) -> list[int]:
         t, k, p = self.sampling
         if t <= 0: self.nxt = self.logits.argmax(-1)
         else: self.nxt = torch.multinomial(filter_logits(self.logits, t, k, p).softmax(-1), 1, generator=self.gen)[:, 0]
         return self.nxt.tolist()
 
-    def advance(self, keep: list[int]):
-        hist, nxt = torch.cat([self.hist, self.nxt[:, None]], 1)[:, -self.W:], self.nxt
-        if len(keep) < len(hist):
-            idx = torch.tensor(keep, device=hist.device)
-            hist, nxt, self.cache = hist[idx], nxt[idx], _take_rows(self.cache, idx)
-        self.hist = hist
-        if self.cur >= self.W:                              # window full: slide and re-encode
-            self.hist = hist[:, -self.keep_len:]; self._prefill()
-        else:
-            self.logits = self.model(nxt[:, None], cache=self.cache, pos=self.cur)[:, -1]; self.cur += 1
+    def step(self, keep: list[int]):
+        nxt = self.nxt
+        if len(keep) < len(nxt):
+            idx = torch.tensor(keep, device=nxt.device)
+            nxt, self.cache = nxt[idx], _take_rows(self.cache, idx)
+            if self.pad is not None: self.pad = self.pad[idx]
+        self._run(nxt[:, None], self.cur)
+
 
 # %% ../../nbs/10_torch_model.ipynb #c2f3cb7d
 @contextmanager
@@ -248,7 +254,7 @@ def complete(model, tok, prompts, max_new_tokens: int = 100, temperature: float 
 
 def generate(model, idx, max_new_tokens: int = 64, temperature: float = 0.0, top_k: int | None = None,
              top_p: float | None = None, stop_ids=(), seed: int | None = None) -> list[list[int]]:
-    "`complete` at the token level: the new ids of each equal-length prompt row of `idx` [B, T], a row ending before any of `stop_ids`."
+    "`complete` at the token level: the new ids of each prompt row of `idx` ([B, T], or rows of any lengths), a row ending before any of `stop_ids`."
     with _decoding(model, seed) as gen:
         start = lambda rows: RowStepper(model, rows, temperature, top_k, top_p, gen)
         return generate_ids(start, idx, int(model.cfg.max_seq_len), max_new_tokens, stop_ids)
