@@ -213,6 +213,7 @@ class SampleConfig:
     top_k: int | None = 50           # sample from the k most likely tokens (None or 0: all)
     top_p: float | None = None       # nucleus sampling mass (None: off)
     seed: int | None = None          # seed for reproducible samples (None: a fresh sample each time)
+    batch_size: int = 16             # prompts decoded together (one left-padded batch)
 
 
 # %% ../nbs/00_config.ipynb #d2e0b1a4
