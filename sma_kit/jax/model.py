@@ -242,7 +242,7 @@ class DecoderLM(nnx.Module):
         if cache is not None:
             h, cache = self.hidden(idx, cache, pos, key, pad)
             return self.head(h), cache
-        logits = self.head(self.hidden(idx, key=key))
+        logits = self.head(self.hidden(idx, key=key, pad=pad))
         if targets is None: return logits
         return logits, cross_entropy(logits, targets)
 
