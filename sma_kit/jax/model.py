@@ -13,10 +13,10 @@ from ..config import ModelConfig, SmaError
 from ..generate import Completion, PaddedStepper, complete_with, generate_ids, score_pairs
 
 # %% auto #0
-__all__ = ['DTYPES', 'as_dtype', 'init_normal', 'RMSNorm', 'rope_tables', 'apply_rope', 'dropout', 'attend', 'Attention',
-           'swiglu', 'SwiGLU', 'Block', 'token_nll', 'cross_entropy', 'StaticConfig', 'DecoderLM', 'torch_name',
-           'tensor_shapes', 'state_dict', 'load_state_dict', 'filter_logits', 'RowStepper', 'complete', 'generate',
-           'loglik']
+__all__ = ['DTYPES', 'ONEHOT_MAX_VOCAB', 'FUSED', 'as_dtype', 'init_normal', 'RMSNorm', 'rope_tables', 'apply_rope', 'dropout',
+           'attend', 'Attention', 'swiglu', 'SwiGLU', 'Block', 'token_nll', 'cross_entropy', 'embed_lookup',
+           'StaticConfig', 'DecoderLM', 'torch_name', 'torch_parts', 'tensor_shapes', 'state_dict', 'load_state_dict',
+           'filter_logits', 'RowStepper', 'complete', 'generate', 'loglik']
 
 # %% ../../nbs/20_jax_model.ipynb #de1b0be4
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -41,18 +41,15 @@ class RMSNorm(nnx.Module):
         return y.astype(x.dtype) * self.weight[...].astype(x.dtype)
 
 def rope_tables(head_dim: int, max_len: int, theta: float = 10000.0):
-    "cos, sin tables [max_len, head_dim] (float32) for rotary embeddings, computed on the host (constants in a compiled step)."
+    "cos and signed sin ([-sin, sin] halves) tables [max_len, head_dim] (float32) for rotary embeddings, computed on the host (constants in a compiled step)."
     inv = 1.0 / theta ** (np.arange(0, head_dim, 2, dtype=np.float32) / np.float32(head_dim))
     ang = np.outer(np.arange(max_len, dtype=np.float32), inv).astype(np.float32)
-    ang = np.concatenate([ang, ang], axis=-1)
-    return jnp.asarray(np.cos(ang)), jnp.asarray(np.sin(ang))
+    return jnp.asarray(np.cos(np.concatenate([ang, ang], axis=-1))), jnp.asarray(np.sin(np.concatenate([-ang, ang], axis=-1)))
 
 def apply_rope(x, cos, sin):
-    "Rotate x [B, T, H, D] by the tables sliced to its positions, [T, D] (or [B, T, D]: positions per row)."
-    x1, x2 = jnp.split(x, 2, axis=-1)
-    rot = jnp.concatenate([-x2, x1], axis=-1)
+    "Rotate x [B, T, H, D] by the tables of `rope_tables` sliced to its positions, [T, D] (or [B, T, D]: positions per row)."
     c, s = (cos[None, :, None, :], sin[None, :, None, :]) if cos.ndim == 2 else (cos[:, :, None, :], sin[:, :, None, :])
-    return (x * c + rot * s).astype(x.dtype)
+    return (x * c + jnp.roll(x, x.shape[-1] // 2, axis=-1) * s).astype(x.dtype)
 
 # %% ../../nbs/20_jax_model.ipynb #2198d3af
 def dropout(x, rate: float, key):
@@ -70,14 +67,13 @@ def _linear(d_in, d_out, axes, rngs, dtype, param_dtype, std=0.02):
     return nnx.Linear(d_in, d_out, use_bias=False, dtype=dtype, param_dtype=param_dtype,
                       kernel_init=init_normal(std, axes), rngs=rngs)
 
-def attend(x, wq, wk, wv, wo, n_heads: int, n_kv: int, cos, sin, cache: dict | None = None, pos=0, key=None,
+def attend(x, wqkv, wo, n_heads: int, n_kv: int, cos, sin, cache: dict | None = None, pos=0, key=None,
            rate: float = 0.0, dtype=None, pad=None):
-    "Causal attention of x [B, T, d] with kernels `[in, out]`; returns y (and the updated cache when one is given); `pad` [B]: each row's left-padding slots, never attended to."
+    "Causal attention of x [B, T, d] with the fused q/k/v kernel `[d, (H + 2K) * D]` and the output kernel; returns y (and the updated cache when one is given); `pad` [B]: each row's left-padding slots, never attended to."
     B, T, _ = x.shape
-    hd = wk.shape[1] // n_kv
+    hd = wqkv.shape[1] // (n_heads + 2 * n_kv)
     G = n_heads // n_kv
-    w = jnp.concatenate([wq, wk, wv], axis=1)   # one matmul for q, k and v
-    x, w = _cast(x, w, dtype)
+    x, w = _cast(x, wqkv, dtype)   # one matmul for q, k and v
     q, k, v = jnp.split((x @ w).reshape(B, T, n_heads + 2 * n_kv, hd), [n_heads, n_heads + n_kv], axis=2)
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
     if cache is None:
@@ -108,23 +104,25 @@ class Attention(nnx.Module):
         self.n_heads, self.n_kv, self.rate, self.dtype = cfg.n_heads, cfg.n_kv_heads, cfg.dropout, dtype
         d, hq, hkv = cfg.d_model, cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
         out_std = 0.02 / math.sqrt(2 * cfg.n_layers)
-        self.q_proj = _linear(d, hq, ("embed", "heads"), rngs, dtype, param_dtype)
-        self.k_proj = _linear(d, hkv, ("embed", "kv_heads"), rngs, dtype, param_dtype)
-        self.v_proj = _linear(d, hkv, ("embed", "kv_heads"), rngs, dtype, param_dtype)
+        self.qkv_proj = _linear(d, hq + 2 * hkv, ("embed", "heads"), rngs, dtype, param_dtype)
         self.o_proj = _linear(hq, d, ("heads", "embed"), rngs, dtype, param_dtype, out_std)
+        self._splits = ((hq, hkv, hkv), (d,))
 
-    def linears(self) -> tuple: return (self.q_proj, self.k_proj, self.v_proj, self.o_proj)
+    def linears(self) -> tuple: return (self.qkv_proj, self.o_proj)
+    def splits(self) -> tuple:
+        "Output columns of each checkpoint part, per kernel of `weights()` (q, k, v | o)."
+        return self._splits
     def weights(self) -> tuple:
-        "The kernels (q, k, v, o), each `[in, out]`."
+        "The kernels (fused q/k/v, o), each `[in, out]`."
         return tuple(m.kernel[...] for m in self.linears())
 
     def __call__(self, x, cos, sin, cache: dict | None = None, pos=0, key=None, pad=None):
         return attend(x, *self.weights(), self.n_heads, self.n_kv, cos, sin, cache, pos, key, self.rate, self.dtype, pad)
 
 # %% ../../nbs/20_jax_model.ipynb #33945575
-def swiglu(x, wg, wu, wd, dtype=None):
-    "SwiGLU of x with kernels `[in, out]`: gate and up in one matmul."
-    x, w = _cast(x, jnp.concatenate([wg, wu], axis=1), dtype)
+def swiglu(x, wgu, wd, dtype=None):
+    "SwiGLU of x with the fused gate/up kernel `[d, 2F]` and the down kernel: gate and up in one matmul."
+    x, w = _cast(x, wgu, dtype)
     g, u = jnp.split(x @ w, 2, axis=-1)
     h, wd = _cast(jax.nn.silu(g) * u, wd, dtype)
     return h @ wd
@@ -132,13 +130,15 @@ def swiglu(x, wg, wu, wd, dtype=None):
 class SwiGLU(nnx.Module):
     def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs, dtype=None, param_dtype=jnp.float32):
         out_std = 0.02 / math.sqrt(2 * cfg.n_layers)
-        self.gate_proj = _linear(cfg.d_model, cfg.ffn_dim, ("embed", "mlp"), rngs, dtype, param_dtype)
-        self.up_proj = _linear(cfg.d_model, cfg.ffn_dim, ("embed", "mlp"), rngs, dtype, param_dtype)
+        self.gate_up_proj = _linear(cfg.d_model, 2 * cfg.ffn_dim, ("embed", "mlp"), rngs, dtype, param_dtype)
         self.down_proj = _linear(cfg.ffn_dim, cfg.d_model, ("mlp", "embed"), rngs, dtype, param_dtype, out_std)
-        self.dtype = dtype
-    def linears(self) -> tuple: return (self.gate_proj, self.up_proj, self.down_proj)
+        self.dtype, self._splits = dtype, ((cfg.ffn_dim, cfg.ffn_dim), (cfg.d_model,))
+    def linears(self) -> tuple: return (self.gate_up_proj, self.down_proj)
+    def splits(self) -> tuple:
+        "Output columns of each checkpoint part, per kernel of `weights()` (gate, up | down)."
+        return self._splits
     def weights(self) -> tuple:
-        "The kernels (gate, up, down), each `[in, out]`."
+        "The kernels (fused gate/up, down), each `[in, out]`."
         return tuple(m.kernel[...] for m in self.linears())
     def __call__(self, x): return swiglu(x, *self.weights(), self.dtype)
 
@@ -176,6 +176,25 @@ def cross_entropy(logits, targets, ignore_index: int = -100):
     nll = token_nll(logits, jnp.where(valid, targets, 0))
     return jnp.where(valid, nll, 0.0).sum() / jnp.maximum(valid.sum(), 1)
 
+ONEHOT_MAX_VOCAB = 2048   # up to this vocabulary the embedding's gradient is a one-hot matmul instead of a scatter
+
+@jax.custom_vjp
+def embed_lookup(table, idx):
+    "`table[idx]`, whose gradient for a small vocabulary is `one_hot(idx)^T @ g` (XLA's CPU scatter-add is serial and slow)."
+    return jnp.take(table, idx, axis=0)
+
+def _lookup_fwd(table, idx): return jnp.take(table, idx, axis=0), (idx, table)   # the table is alive anyway: no copy
+
+def _lookup_bwd(res, g):
+    idx, table = res
+    shape, dtype = table.shape, table.dtype
+    flat, gi = idx.reshape(-1), g.reshape(-1, shape[1])
+    if shape[0] <= ONEHOT_MAX_VOCAB: gt = jnp.einsum("nv,nd->vd", jax.nn.one_hot(flat, shape[0], dtype=g.dtype), gi, preferred_element_type=jnp.float32)
+    else: gt = jnp.zeros(shape, jnp.float32).at[flat].add(gi.astype(jnp.float32))
+    return gt.astype(dtype), None
+
+embed_lookup.defvjp(_lookup_fwd, _lookup_bwd)
+
 class StaticConfig(ModelConfig):
     "A `ModelConfig` that can be hashed: nnx hashes a module's static attributes to cache compilations."
     def __hash__(self): return hash(tuple(self.to_dict().items()))
@@ -202,7 +221,7 @@ class DecoderLM(nnx.Module):
         table = self.embed.embedding[...]
         if self.act_sharding is not None:
             table = jax.lax.with_sharding_constraint(table, jax.sharding.NamedSharding(self.act_sharding.mesh, jax.sharding.PartitionSpec()))
-        x = jnp.take(table, idx, axis=0)
+        x = embed_lookup(table, idx)
         return x.astype(self.compute_dtype) if self.compute_dtype is not None else x
 
     def constrain(self, x):
@@ -265,6 +284,18 @@ def torch_name(path) -> tuple[str, bool]:
     if leaf == "embedding": return ".".join(mod + ["weight"]), False
     return ".".join(mod + [leaf]), False
 
+FUSED = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "gate_up_proj": ("gate_proj", "up_proj")}
+
+def torch_parts(path, cfg: ModelConfig) -> list[tuple[str, int]]:
+    "[(checkpoint name, rows in torch layout)] of the tensors a parameter holds: one for most, the parts of a fused kernel."
+    name, tr = torch_name(path)
+    *mod, leaf = name.split(".")
+    fused = FUSED.get(mod[-1]) if tr and mod else None
+    if fused is None: return [(name, 0)]
+    rows = ((cfg.n_heads, cfg.n_kv_heads, cfg.n_kv_heads) if len(fused) == 3 else (1, 1))
+    unit = cfg.head_dim if len(fused) == 3 else cfg.ffn_dim
+    return [(".".join(mod[:-1] + [p, leaf]), r * unit) for p, r in zip(fused, rows)]
+
 def _params(model, filt=nnx.Param):
     return [(p, v) for p, v in nnx.to_flat_state(nnx.state(model, filt))]
 
@@ -278,7 +309,8 @@ def tensor_shapes(model) -> dict[str, tuple]:
     out = {}
     for path, v in _params(model):
         name, tr = torch_name(path)
-        out[name] = tuple(v.shape[::-1]) if tr else tuple(v.shape)
+        shape = tuple(v.shape[::-1]) if tr else tuple(v.shape)
+        for part, rows in torch_parts(path, model.cfg): out[part] = (rows, *shape[1:]) if rows else shape
     return out
 
 def state_dict(model) -> dict[str, np.ndarray]:
@@ -286,8 +318,10 @@ def state_dict(model) -> dict[str, np.ndarray]:
     out = {}
     for path, v in _params(model):
         name, tr = torch_name(path)
-        a = _to_host(v[...])
-        out[name] = np.ascontiguousarray(a.T if tr else a)
+        a = _to_host(v[...]); a = a.T if tr else a
+        parts = torch_parts(path, model.cfg)
+        for (part, _), t in zip(parts, np.split(a, np.cumsum([r for _, r in parts])[:-1]) if len(parts) > 1 else [a]):
+            out[part] = np.ascontiguousarray(t)
     return out
 
 def load_state_dict(model, tensors: dict, path="weights"):
@@ -295,7 +329,7 @@ def load_state_dict(model, tensors: dict, path="weights"):
     check_tensor_names({k: {"shape": list(np.shape(v))} for k, v in tensors.items()}, tensor_shapes(model), path)
     for p, v in _params(model):
         name, tr = torch_name(p)
-        a = np.asarray(tensors[name]); a = a.T if tr else a
+        a = np.concatenate([np.asarray(tensors[part]) for part, _ in torch_parts(p, model.cfg)]); a = a.T if tr else a
         old = v.get_value()
         sh = getattr(old, "sharding", None)   # keep the parameter's placement (abstract placeholders may carry one)
         v.set_value(jax.device_put(a.astype(old.dtype), sh) if sh is not None else jnp.asarray(a, old.dtype))

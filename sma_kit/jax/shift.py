@@ -37,12 +37,16 @@ class CopyBranch(nnx.Module):
 class LoRABranch(nnx.Module):
     "Low-rank deltas `b @ a` on every matrix of a base attention or FFN."
     def __init__(self, base, rank: int, rngs: nnx.Rngs, param_dtype=jnp.float32):
-        lins = base.linears()
+        parts = [(l, n) for l, cols in zip(base.linears(), base.splits()) for n in cols]   # one (a, b) per checkpoint matrix
         self.a = nnx.List([nnx.Param(jax.random.normal(rngs.params(), (rank, l.in_features), param_dtype) / math.sqrt(l.in_features),
-                                     logical_axes=(None, _axes_of(l)[0])) for l in lins])
-        self.b = nnx.List([nnx.Param(jnp.zeros((l.out_features, rank), param_dtype), logical_axes=(_axes_of(l)[1], None)) for l in lins])
+                                     logical_axes=(None, _axes_of(l)[0])) for l, _ in parts])
+        self.b = nnx.List([nnx.Param(jnp.zeros((n, rank), param_dtype), logical_axes=(_axes_of(l)[1], None)) for l, n in parts])
     def weights(self, base) -> tuple:
-        return tuple(w + (b[...] @ a[...]).T for w, a, b in zip(base.weights(), self.a, self.b))
+        deltas, out = [(b[...] @ a[...]).T for a, b in zip(self.a, self.b)], []
+        for w, cols in zip(base.weights(), base.splits()):
+            d, deltas = deltas[: len(cols)], deltas[len(cols) :]
+            out.append(w + (d[0] if len(d) == 1 else jnp.concatenate(d, axis=1)))
+        return tuple(out)
 
 # %% ../../nbs/21_jax_shift.ipynb #447679bb
 def route(probs, mode: str = "soft", k: int = 1):

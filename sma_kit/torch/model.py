@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from ..generate import Completion, PaddedStepper, complete_with, generate_ids, score_pairs
 
 # %% auto #0
-__all__ = ['SMALL', 'RMSNorm', 'rope_tables', 'apply_rope', 'attend', 'Attention', 'swiglu', 'SwiGLU', 'Block', 'DecoderLM',
+__all__ = ['RMSNorm', 'rope_tables', 'apply_rope', 'FusedParts', 'attend', 'Attention', 'swiglu', 'SwiGLU', 'Block', 'DecoderLM',
            'filter_logits', 'RowStepper', 'complete', 'generate', 'loglik']
 
 # %% ../../nbs/10_torch_model.ipynb #ca7effdd
@@ -41,30 +41,54 @@ class RMSNorm(nn.Module):
     def forward(self, x): return _RMSNormFn.apply(x, self.weight, self.eps)
 
 def rope_tables(head_dim: int, max_len: int, theta: float = 10000.0, device=None):
-    "cos, sin tables [max_len, head_dim] for rotary embeddings."
+    "cos and signed sin ([-sin, sin] halves) tables [max_len, head_dim] for rotary embeddings."
     inv = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim)
     ang = torch.outer(torch.arange(max_len, device=device, dtype=torch.float32), inv)
-    ang = torch.cat([ang, ang], dim=-1)
-    return ang.cos(), ang.sin()
+    return torch.cat([ang, ang], dim=-1).cos(), torch.cat([-ang, ang], dim=-1).sin()
+
+class _RopeFn(torch.autograd.Function):
+    "y = x * cos + roll(x, D/2) * sin (sin signed); dx = g * cos + roll(g * sin, D/2)."
+    @staticmethod
+    def forward(ctx, x, cos, sin):
+        ctx.save_for_backward(cos, sin)
+        return torch.addcmul(x * cos, x.roll(x.shape[-1] // 2, -1), sin).type_as(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        cos, sin = ctx.saved_tensors
+        return (g * cos + (g * sin).roll(g.shape[-1] // 2, -1)).type_as(g), None, None
 
 def apply_rope(x, cos, sin):
-    "Rotate x [B, H, T, D] by the tables sliced to its positions [T, D]."
-    x1, x2 = x.chunk(2, dim=-1)
-    rot = torch.cat([-x2, x1], dim=-1)
-    return (x * cos + rot * sin).type_as(x)
+    "Rotate x [B, H, T, D] by the tables of `rope_tables` sliced to its positions [T, D]."
+    return _RopeFn.apply(x, cos, sin)
 
 # %% ../../nbs/10_torch_model.ipynb #d1b27c31
-SMALL = 16   # at most this many tokens: separate matmuls instead of concatenated weights
+class FusedParts:
+    "Mixin for a module whose `fused` Linears hold several checkpoint tensors stacked by rows (see `part_rows`)."
+    fused: dict = {}   # fused Linear -> the checkpoint names of its parts, top to bottom
 
-def attend(x, wq, wk, wv, wo, n_heads: int, n_kv: int, cos, sin, cache: dict | None = None, pos: int = 0,
+    def part_rows(self, name: str) -> list[int]: raise NotImplementedError
+
+    def state_dict(self, *args, destination=None, prefix: str = "", keep_vars: bool = False):
+        out = super().state_dict(*args, destination=destination, prefix=prefix, keep_vars=keep_vars)
+        for f, parts in self.fused.items():
+            w = out.pop(prefix + f + ".weight")
+            for p, t in zip(parts, w.split(self.part_rows(f))): out[prefix + p + ".weight"] = t if keep_vars else t.clone()
+        return out
+
+    def _load_from_state_dict(self, state_dict, prefix, *args):
+        for f, parts in self.fused.items():
+            keys = [prefix + p + ".weight" for p in parts]
+            if all(k in state_dict for k in keys): state_dict[prefix + f + ".weight"] = torch.cat([state_dict.pop(k) for k in keys])
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
+def attend(x, wqkv, wo, n_heads: int, n_kv: int, cos, sin, cache: dict | None = None, pos: int = 0,
            dropout: float = 0.0, kv_only: bool = False, pad=None):
-    "Causal GQA self-attention of x [B, T, d] with the given projection weights (torch Linear layout [out, in]); `pad` [B]: each row's left-padding slots, never attended to."
+    "Causal GQA self-attention of x [B, T, d] with the fused q/k/v weight [(H + 2K) * D, d] and the output weight (torch layout [out, in]); `pad` [B]: each row's left-padding slots, never attended to."
     B, T, _ = x.shape
-    H, K, hd = n_heads, n_kv, wq.shape[0] // n_heads
-    # one matmul for q, k and v (the weights stay separate tensors in the checkpoint), one RoPE for q and k;
-    # a few tokens (decoding) skip the weight concatenation, which then costs more than the matmuls
-    ws = [wk, wv] if kv_only else [wq, wk, wv]
-    qkv = torch.cat([F.linear(x, w) for w in ws], -1) if B * T <= SMALL else F.linear(x, torch.cat(ws))
+    H, K = n_heads, n_kv
+    hd = wqkv.shape[0] // (H + 2 * K)
+    qkv = F.linear(x, wqkv[H * hd :] if kv_only else wqkv)   # one matmul for q, k and v; one RoPE for q and k
     qkv = qkv.view(B, T, -1, hd).transpose(1, 2)
     if kv_only: k, v = apply_rope(qkv[:, :K], cos, sin), qkv[:, K:]
     else:
@@ -86,36 +110,42 @@ def attend(x, wq, wk, wv, wo, n_heads: int, n_kv: int, cos, sin, cache: dict | N
                                        dropout_p=dropout, enable_gqa=K != H)
     return F.linear(y.transpose(1, 2).reshape(B, T, H * hd), wo)
 
-class Attention(nn.Module):
+class Attention(FusedParts, nn.Module):
+    fused = {"qkv_proj": ("q_proj", "k_proj", "v_proj")}
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.n_heads, self.n_kv, self.hd = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
-        self.q_proj = nn.Linear(cfg.d_model, cfg.n_heads * self.hd, bias=False)
-        self.k_proj = nn.Linear(cfg.d_model, cfg.n_kv_heads * self.hd, bias=False)
-        self.v_proj = nn.Linear(cfg.d_model, cfg.n_kv_heads * self.hd, bias=False)
+        self.qkv_proj = nn.Linear(cfg.d_model, (cfg.n_heads + 2 * cfg.n_kv_heads) * self.hd, bias=False)
         self.o_proj = nn.Linear(cfg.n_heads * self.hd, cfg.d_model, bias=False)
         self.dropout = cfg.dropout
 
-    def weights(self) -> tuple: return self.q_proj.weight, self.k_proj.weight, self.v_proj.weight, self.o_proj.weight
+    def part_rows(self, name: str = "qkv_proj") -> list[int]: return [self.n_heads * self.hd, self.n_kv * self.hd, self.n_kv * self.hd]
+    def splits(self) -> tuple:
+        "Rows of each checkpoint part, per weight of `weights()` (q, k, v | o)."
+        return (self.part_rows(), [self.o_proj.weight.shape[0]])
+    def weights(self) -> tuple: return self.qkv_proj.weight, self.o_proj.weight
 
     def forward(self, x, cos, sin, cache: dict | None = None, pos: int = 0, kv_only: bool = False, pad=None):
         return attend(x, *self.weights(), self.n_heads, self.n_kv, cos, sin, cache, pos,
                       self.dropout if self.training else 0.0, kv_only, pad)
 
 # %% ../../nbs/10_torch_model.ipynb #a09fbff8
-def swiglu(x, wg, wu, wd):
-    "down(silu(gate(x)) * up(x)), gate and up as one matmul."
-    small = x.shape[:-1].numel() <= SMALL
-    g, u = (F.linear(x, wg), F.linear(x, wu)) if small else F.linear(x, torch.cat([wg, wu])).chunk(2, dim=-1)
+def swiglu(x, wgu, wd):
+    "down(silu(gate(x)) * up(x)) with the fused gate/up weight [2F, d]: one matmul for both."
+    g, u = F.linear(x, wgu).chunk(2, dim=-1)
     return F.linear(F.silu(g) * u, wd)
 
-class SwiGLU(nn.Module):
+class SwiGLU(FusedParts, nn.Module):
+    fused = {"gate_up_proj": ("gate_proj", "up_proj")}
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.gate_proj = nn.Linear(cfg.d_model, cfg.ffn_dim, bias=False)
-        self.up_proj = nn.Linear(cfg.d_model, cfg.ffn_dim, bias=False)
+        self.gate_up_proj = nn.Linear(cfg.d_model, 2 * cfg.ffn_dim, bias=False)
         self.down_proj = nn.Linear(cfg.ffn_dim, cfg.d_model, bias=False)
-    def weights(self) -> tuple: return self.gate_proj.weight, self.up_proj.weight, self.down_proj.weight
+    def part_rows(self, name: str = "gate_up_proj") -> list[int]: return [self.down_proj.weight.shape[1]] * 2
+    def splits(self) -> tuple:
+        "Rows of each checkpoint part, per weight of `weights()` (gate, up | down)."
+        return (self.part_rows(), [self.down_proj.weight.shape[0]])
+    def weights(self) -> tuple: return self.gate_up_proj.weight, self.down_proj.weight
     def forward(self, x): return swiglu(x, *self.weights())
 
 class Block(nn.Module):

@@ -30,10 +30,16 @@ class LoRABranch(nn.Module):
     "Low-rank deltas on every matrix of a base attention or FFN."
     def __init__(self, base: nn.Module, rank: int = 8):
         super().__init__()
-        ws = base.weights()
-        self.a = nn.ParameterList(nn.Parameter(torch.randn(rank, w.shape[1], device=w.device) / math.sqrt(w.shape[1])) for w in ws)
-        self.b = nn.ParameterList(nn.Parameter(torch.zeros(w.shape[0], rank, device=w.device)) for w in ws)
-    def weights(self, base) -> tuple: return tuple(w + b @ a for w, a, b in zip(base.weights(), self.a, self.b))
+        self.splits = base.splits()
+        parts = [(w, r) for w, rows in zip(base.weights(), self.splits) for r in rows]   # one (A, B) per checkpoint matrix
+        self.a = nn.ParameterList(nn.Parameter(torch.randn(rank, w.shape[1], device=w.device) / math.sqrt(w.shape[1])) for w, _ in parts)
+        self.b = nn.ParameterList(nn.Parameter(torch.zeros(r, rank, device=w.device)) for w, r in parts)
+    def weights(self, base) -> tuple:
+        deltas, out = [b @ a for a, b in zip(self.a, self.b)], []
+        for w, rows in zip(base.weights(), self.splits):
+            d, deltas = deltas[: len(rows)], deltas[len(rows) :]
+            out.append(w + (d[0] if len(d) == 1 else torch.cat(d)))
+        return tuple(out)
 
 def make_branch(kind: str, base: nn.Module, rank: int = 8) -> nn.Module:
     return CopyBranch(base) if kind == "copy" else LoRABranch(base, rank)
