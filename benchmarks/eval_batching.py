@@ -7,7 +7,7 @@ prompt runs its full `--new_tokens` (the worst case for batching: no row finishe
 batches are left padded. The same `evaluate_main` call runs with `--batch_size 1` and `--batch_size B`, alternating,
 `--reps` times each; the ratio compares the medians. Greedy outputs of both runs must be identical (checked, recorded).
 
-    SMA_DATA_DIR=../shared/data python benchmarks/eval_batching.py [--questions 64] [--new_tokens 48] [--batch_size 16] [--reps 2]
+    SMA_DATA_DIR=../shared/data python benchmarks/eval_batching.py [--questions 64] [--new_tokens 48] [--batch_size 16] [--reps 2] [--threads N]
 """
 import argparse, json, os, statistics, subprocess, tempfile, time
 from pathlib import Path
@@ -47,7 +47,9 @@ def main():
     ap.add_argument("--new_tokens", type=int, default=48)
     ap.add_argument("--batch_size", type=int, default=16)
     ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's own choice)")
     args = ap.parse_args()
+    if args.threads: torch.set_num_threads(args.threads)
     data = data_dir()
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
@@ -66,11 +68,11 @@ def main():
     res = dict(machine=machine(), commit=commit, load_average_before=load_before, load_average_after=os.getloadavg(),
                model="seed000 shape, random weights (torch.manual_seed(0)), BPE 8192 trained on GSM8K train questions",
                path="sma_kit.qa_eval.evaluate_main (sma_evaluate), datasets=gsm8k, gsm8k_shots=0, greedy",
-               questions=args.questions, new_tokens=args.new_tokens, batch_size=args.batch_size, reps=args.reps,
+               threads=torch.get_num_threads(), questions=args.questions, new_tokens=args.new_tokens, batch_size=args.batch_size, reps=args.reps,
                seconds_one_at_a_time=times[1], seconds_batched=times[args.batch_size],
                ratio_batched_vs_one=round(bat / one, 3), goal="<= 0.3", greedy_outputs_identical=same)
     print(f"batched / one at a time: {bat / one:.3f}x (goal <= 0.3); greedy outputs identical: {same}")
-    write("eval_batching", res)
+    write("eval_batching" + (f"_threads{args.threads}" if args.threads else ""), res)
     if not same: raise SystemExit("greedy outputs differ between batched and one-at-a-time generation")
 
 
