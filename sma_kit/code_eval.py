@@ -14,6 +14,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 from fastcore.script import call_parse
 from .checkpoint import atomic_write
+from .generate import length_batches
 from .sandbox import STATUSES, SandboxError, Interrupted, run_many, sandbox_mode
 
 # %% ../nbs/34_code_eval.ipynb #7f89f780
@@ -198,17 +199,15 @@ def generate_samples(generate_fn: Callable, dataset: str = "humaneval", n: int =
     problems = problems if problems is not None else load_problems(dataset)
     stops = stops if stops is not None else (HUMANEVAL_STOPS if dataset == "humaneval" else MBPP_STOPS)
     jobs = [(t, p["prompt"]) for t, p in problems.items() for _ in range(n)]
-    out, bar = [], None
+    out, bar = [None] * len(jobs), None
     if progress:
         from tqdm import tqdm
         bar = tqdm(total=len(jobs), desc="generate", leave=False)
-    for i in range(0, len(jobs), batch_size):
-        chunk = jobs[i:i + batch_size]
-        texts = generate_fn([p for _, p in chunk], temperature=temperature, max_new_tokens=max_new_tokens, **gen_kw)
-        texts = list(texts)
+    for chunk in length_batches([p for _, p in jobs], batch_size):       # prompts of similar lengths decode together
+        texts = list(generate_fn([jobs[i][1] for i in chunk], temperature=temperature, max_new_tokens=max_new_tokens, **gen_kw))
         if len(texts) != len(chunk):
             raise ValueError(f"generate_fn returned {len(texts)} completions for {len(chunk)} prompts")
-        out += [dict(task_id=t, completion=truncate_completion(x, stops)) for (t, _), x in zip(chunk, texts)]
+        for i, x in zip(chunk, texts): out[i] = dict(task_id=jobs[i][0], completion=truncate_completion(x, stops))
         if bar is not None: bar.update(len(chunk))
     if bar is not None: bar.close()
     return out

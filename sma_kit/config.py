@@ -129,7 +129,8 @@ class TrainConfig:
     patience: int | None = None      # validations without improvement before stopping early
     min_delta: float = 0.0           # an improvement smaller than this does not count
     seed: int = 1337                 # seed for init, data order and sampling
-    precision: str = "auto"          # auto, fp32 or bf16
+    precision: str = "auto"          # auto (bf16 where the device multiplies it natively and it is faster), fp32 or bf16
+    compile: bool = False            # torch.compile the model (PyTorch; opt-in, see the README for when it helps)
     stop_after: int | None = None    # interrupt after this step (saves train_state; for time boxes and resume tests)
 
     def __post_init__(self):
@@ -213,6 +214,7 @@ class SampleConfig:
     top_k: int | None = 50           # sample from the k most likely tokens (None or 0: all)
     top_p: float | None = None       # nucleus sampling mass (None: off)
     seed: int | None = None          # seed for reproducible samples (None: a fresh sample each time)
+    batch_size: int = 16             # prompts decoded together (one left-padded batch)
 
 
 # %% ../nbs/00_config.ipynb #d2e0b1a4

@@ -14,8 +14,8 @@ from .backend import BACKENDS, load_backend, backend_of
 from .router import is_router_dir
 
 # %% auto #0
-__all__ = ['cut_at_stops', 'Completion', 'make_completion', 'decode_rows', 'complete_with', 'generate_ids', 'score_pairs',
-           'TextLM', 'load_lm']
+__all__ = ['cut_at_stops', 'Completion', 'make_completion', 'decode_rows', 'left_pad', 'PaddedStepper', 'length_batches',
+           'complete_with', 'generate_ids', 'score_pairs', 'TextLM', 'load_lm']
 
 # %% ../nbs/31_generate.ipynb #968da242
 def cut_at_stops(text: str, stops: Sequence[str] | None = None) -> str:
@@ -61,6 +61,42 @@ def decode_rows(stepper, n: int, max_new_tokens: int, end_ids: Sequence[int] = (
         alive = [alive[j] for j in keep]
     return list(zip(out, stopped))
 
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    "Token rows left padded with `pad_id` to the longest: (ids [B, T] int64, each row's pad count [B])."
+    T = max(len(r) for r in rows)
+    ids = np.full((len(rows), T), pad_id, np.int64)
+    for i, r in enumerate(rows): ids[i, T - len(r):] = r
+    return ids, np.array([T - len(r) for r in rows], np.int64)
+
+class PaddedStepper:
+    "The backend-free half of a stepper over rows of any lengths (left padded); a backend adds `encode(ids, pad)`, `pick()` and `step(keep)`."
+    def __init__(self, rows, window: int):
+        self.W = int(window); self.keep_len = max(1, self.W - max(1, self.W // 4))
+        self.rows = [list(r)[-self.W:] for r in rows]       # each live row's tokens (prompt + generated, at most W)
+        self._start()
+
+    def _start(self):
+        ids, pad = left_pad(self.rows)
+        self.cur = ids.shape[1]                              # slots used in the (shared) cache
+        self.encode(ids, pad)
+
+    def sample(self) -> list[int]:
+        self.last = self.pick()
+        return self.last
+
+    def advance(self, keep: list[int]):
+        for r, t in zip(self.rows, self.last): r.append(t)
+        self.rows = [self.rows[j] for j in keep]
+        if self.cur >= self.W:   # cache full: a row past the window keeps its last keep_len tokens (as it would alone), all re-encoded
+            self.rows = [r[-self.keep_len:] if len(r) > self.W else r for r in self.rows]
+            self._start()
+        else: self.step(keep); self.cur += 1
+
+def length_batches(seqs: Sequence, batch_size: int) -> list[list[int]]:
+    "Indices of `seqs` in batches of `batch_size`, shortest first: sequences of similar lengths share a batch (little padding)."
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+    return [order[s:s + max(1, batch_size)] for s in range(0, len(order), max(1, batch_size))]
+
 def complete_with(start: Callable, tok, prompts, window: int, max_new_tokens: int = 100, stop=None,
                   batch_size: int = 16, on_token: Callable | None = None) -> list[Completion]:
     "One `Completion` per prompt (a str or a list of str), decoded by the steppers `start(rows)` makes; `on_token(prompt index, id)` streams."
@@ -70,22 +106,16 @@ def complete_with(start: Callable, tok, prompts, window: int, max_new_tokens: in
     ids = [(e or [tok.eot_id])[-window:] for e in enc]
     hit = (lambda out: any(s in tok.decode(out) for s in stops)) if stops else None
     res = [([], False)] * len(prompts)
-    groups: dict[int, list[int]] = {}
-    for i, x in enumerate(ids): groups.setdefault(len(x), []).append(i)
-    if max_new_tokens >= 1:
-        for n in sorted(groups):
-            g = groups[n]
-            for s in range(0, len(g), batch_size):
-                chunk = g[s:s + batch_size]
-                hook = None if on_token is None else (lambda r, t, chunk=chunk: on_token(chunk[r], t))
-                rows = decode_rows(start([ids[i] for i in chunk]), len(chunk), max_new_tokens, [tok.eot_id], hit, hook)
-                for i, r in zip(chunk, rows): res[i] = r
+    for chunk in (length_batches(ids, batch_size) if max_new_tokens >= 1 else []):
+        hook = None if on_token is None else (lambda r, t, chunk=chunk: on_token(chunk[r], t))
+        rows = decode_rows(start([ids[i] for i in chunk]), len(chunk), max_new_tokens, [tok.eot_id], hit, hook)
+        for i, r in zip(chunk, rows): res[i] = r
     return [make_completion(p, out, st, tok, stops, len(e)) for p, e, (out, st) in zip(prompts, enc, res)]
 
 def generate_ids(start: Callable, idx, window: int, max_new_tokens: int = 64, stop_ids: Sequence[int] = ()) -> list[list[int]]:
-    "`complete_with` at the token level: the new ids of each equal-length prompt row of `idx` (its last `window` ids), a row ending before any of `stop_ids`."
+    "`complete_with` at the token level: the new ids of each prompt row of `idx` (rows may differ in length; each its last `window` ids), a row ending before any of `stop_ids`."
     rows = [list(r)[-window:] for r in (idx.tolist() if hasattr(idx, "tolist") else idx)]
-    if not rows or not rows[0]: raise SmaError("empty prompt: give at least one token")
+    if not rows or not all(rows): raise SmaError("empty prompt: give at least one token")
     if max_new_tokens < 1: return [[] for _ in rows]
     return [out for out, _ in decode_rows(start(rows), len(rows), max_new_tokens, stop_ids)]
 

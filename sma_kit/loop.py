@@ -19,7 +19,7 @@ __all__ = ['RESUME_FREE', 'TrainLoop', 'resume_tokenizer', 'init_source', 'gener
            'specialist_inputs']
 
 # %% ../nbs/05_loop.ipynb #53397439
-RESUME_FREE = {"stop_after", "patience", "min_delta", "log_every", "eval_every"}   # settings a resumed run may change
+RESUME_FREE = {"stop_after", "patience", "min_delta", "log_every", "eval_every", "compile"}   # settings a resumed run may change
 
 class TrainLoop:
     "The loop every trainer shares (see above for what a subclass provides)."

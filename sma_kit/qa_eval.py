@@ -10,9 +10,9 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Sequence
 from fastcore.script import call_parse
-from .config import SmaError
+from .config import SmaError, SampleConfig, config_flags
 from .checkpoint import check_model_dir, atomic_write
-from .generate import load_lm
+from .generate import load_lm, length_batches
 from .cli import cli_errors, require, format_table
 from tqdm.auto import tqdm
 from .code_eval import read_humaneval, read_mbpp, generate_samples, score_samples, HUMANEVAL_STOPS, MBPP_STOPS
@@ -117,9 +117,10 @@ def eval_gsm8k(lm, problems: Sequence[dict], shots: Sequence[dict] = (), max_new
     "Accuracy of `lm` on GSM8K `problems` (few-shot with `shots`) and per-item examples."
     problems = list(problems)
     prompts = [gsm8k_prompt(p["question"], shots) for p in problems]
-    outs, bar = [], _bar(len(prompts), f"gsm8k {lm.name}", progress)
-    for chunk in _chunks(prompts, getattr(lm, "batch_size", 16)):
-        outs += lm.generate(chunk, max_new_tokens=max_new_tokens, temperature=temperature, stop=list(GSM8K_STOPS), seed=seed)
+    outs, bar = [""] * len(prompts), _bar(len(prompts), f"gsm8k {lm.name}", progress)
+    for chunk in length_batches(prompts, getattr(lm, "batch_size", 16)):      # prompts of similar lengths decode together
+        got = lm.generate([prompts[i] for i in chunk], max_new_tokens=max_new_tokens, temperature=temperature, stop=list(GSM8K_STOPS), seed=seed)
+        for i, o in zip(chunk, got): outs[i] = o
         if bar: bar.update(len(chunk))
     if bar: bar.close()
     ex = []
@@ -396,6 +397,7 @@ def evaluate_main(model_dirs, datasets=None, sample_size: int | None = None, see
     return res
 
 @call_parse
+@config_flags(SampleConfig, skip=[f for f in SampleConfig.__dataclass_fields__ if f != "batch_size"])
 def evaluate_cli(
     model_dirs:str=None,          # comma-separated model directories, each a generalist or a shiftable model (required)
     datasets:str=None,            # comma-separated: gsm8k,pubmedqa,medqa,humaneval,mbpp (default: all; medqa only with --medqa_path)
@@ -414,16 +416,15 @@ def evaluate_cli(
     data_dir:str=None,            # the real-data folder (default: $SMA_DATA_DIR)
     gsm8k_shots:int=5,            # worked examples in the GSM8K prompt
     pubmedqa_split:str="test",    # test (500 questions) or all (the 1000 of PQA-L)
-    batch_size:int=16,            # prompts per forward pass
     timeout:float=10.0,           # seconds per HumanEval/MBPP program
     quiet:bool=False,             # no progress bars
-):
+    **kw):                        # batch_size (SampleConfig.batch_size)
     "Evaluate models on GSM8K, PubMedQA, MedQA, HumanEval and MBPP; compare generalist, shiftable and single experts."
     if debug: os.environ["SMA_DEBUG"] = "1"
     with cli_errors():
         require(model_dirs=model_dirs)
         res = evaluate_main(model_dirs, datasets, sample_size, seed, save_examples, num_examples, no_plots, max_new_tokens,
                             temperature, device, debug, output_dir, medqa_path, with_specialists, data_dir, gsm8k_shots,
-                            pubmedqa_split, batch_size, timeout, progress=not quiet)
+                            pubmedqa_split, kw["batch_size"], timeout, progress=not quiet)
         print(); print(res["table"]); print()
         print(f"results written to {res['files']['results']}" + ("" if no_plots else f"; plots in {Path(output_dir) / 'plots'}"))

@@ -258,7 +258,7 @@ def test_shiftable_training_on_a_mesh_equals_one_device(tmp_path):
                 loss_fn=shift_loss_fn(expert_ids(["general", "math", "code"], m.experts)), wrt=m.trainable()).fit()
     l1, l8 = losses(tmp_path / "one"), losses(tmp_path / "eight")
     assert len(l1) == 6 and np.abs(np.array(l1) - np.array(l8)).max() < 1e-4, (l1, l8)
-    k = m.blocks[0].ffn_experts["math"].mod.up_proj.kernel[...]
+    k = m.blocks[0].ffn_experts["math"].mod.gate_up_proj.kernel[...]
     assert all(s.data.size * 4 == k.size for s in k.addressable_shards)
 
 

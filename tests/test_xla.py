@@ -209,7 +209,7 @@ def _spmd_child(out: str, mesh: str):
     n0 = X.compile_count()
     tx, rx, xla_losses = run(X.XlaTrainer, copy.deepcopy(base), Path(out) / "xla", batch=8, mesh=mesh)
     compiles = X.compile_count() - n0
-    q = tx.model.blocks[0].attn.q_proj.weight
+    q = tx.model.blocks[0].attn.qkv_proj.weight
     loaded = load_weights(DecoderLM(base.cfg), Path(out) / "xla" / "model.safetensors").eval()
     ids = (torch.arange(64).reshape(2, 32) * 7) % 512
     with torch.no_grad(): logit_diff = float((loaded(ids) - tx.model.eval()(ids.to(tx.device)).cpu()).abs().max())
@@ -233,7 +233,7 @@ def test_spmd_fsdp_over_8_cpu_devices_matches(tmp_path):
     assert max(abs(a - b) for a, b in zip(r["cpu_losses"], r["xla_losses"])) < 1e-3, r
     assert abs(r["cpu_val"] - r["xla_val"]) < 1e-3
     assert r["report"]["compiles"] == {"train": 1, "eval": 1} and r["report"]["steady_state_recompiles"] == 0 and r["compiles"] == 2, r
-    # q_proj [d, d] split over fsdp (4) on its input side and replicated over data (2); its AdamW moment likewise
+    # qkv_proj [out, d] split over fsdp (4) on its input side and replicated over data (2); its AdamW moment likewise
     assert r["q_sharding"].startswith("{devices=[1,4,2]") and "last_tile_dim_replicate" in r["q_sharding"], r["q_sharding"]
     assert r["moment_sharding"] == r["q_sharding"]
     assert r["logit_diff"] < 1e-5

@@ -10,13 +10,13 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 from ..config import ModelConfig, SmaError
-from ..generate import Completion, complete_with, generate_ids, score_pairs
+from ..generate import Completion, PaddedStepper, complete_with, generate_ids, score_pairs
 
 # %% auto #0
-__all__ = ['DTYPES', 'as_dtype', 'init_normal', 'RMSNorm', 'rope_tables', 'apply_rope', 'dropout', 'attend', 'Attention',
-           'swiglu', 'SwiGLU', 'Block', 'token_nll', 'cross_entropy', 'StaticConfig', 'DecoderLM', 'torch_name',
-           'tensor_shapes', 'state_dict', 'load_state_dict', 'filter_logits', 'RowStepper', 'complete', 'generate',
-           'loglik']
+__all__ = ['DTYPES', 'ONEHOT_MAX_VOCAB', 'FUSED', 'as_dtype', 'init_normal', 'RMSNorm', 'rope_tables', 'apply_rope', 'dropout',
+           'attend', 'Attention', 'swiglu', 'SwiGLU', 'Block', 'token_nll', 'cross_entropy', 'embed_lookup',
+           'StaticConfig', 'DecoderLM', 'torch_name', 'torch_parts', 'tensor_shapes', 'state_dict', 'load_state_dict',
+           'filter_logits', 'RowStepper', 'complete', 'generate', 'loglik']
 
 # %% ../../nbs/20_jax_model.ipynb #de1b0be4
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -41,18 +41,15 @@ class RMSNorm(nnx.Module):
         return y.astype(x.dtype) * self.weight[...].astype(x.dtype)
 
 def rope_tables(head_dim: int, max_len: int, theta: float = 10000.0):
-    "cos, sin tables [max_len, head_dim] (float32) for rotary embeddings, computed on the host (constants in a compiled step)."
+    "cos and signed sin ([-sin, sin] halves) tables [max_len, head_dim] (float32) for rotary embeddings, computed on the host (constants in a compiled step)."
     inv = 1.0 / theta ** (np.arange(0, head_dim, 2, dtype=np.float32) / np.float32(head_dim))
     ang = np.outer(np.arange(max_len, dtype=np.float32), inv).astype(np.float32)
-    ang = np.concatenate([ang, ang], axis=-1)
-    return jnp.asarray(np.cos(ang)), jnp.asarray(np.sin(ang))
+    return jnp.asarray(np.cos(np.concatenate([ang, ang], axis=-1))), jnp.asarray(np.sin(np.concatenate([-ang, ang], axis=-1)))
 
 def apply_rope(x, cos, sin):
-    "Rotate x [B, T, H, D] by the tables sliced to its positions [T, D]."
-    x1, x2 = jnp.split(x, 2, axis=-1)
-    rot = jnp.concatenate([-x2, x1], axis=-1)
-    c, s = cos[None, :, None, :], sin[None, :, None, :]
-    return (x * c + rot * s).astype(x.dtype)
+    "Rotate x [B, T, H, D] by the tables of `rope_tables` sliced to its positions, [T, D] (or [B, T, D]: positions per row)."
+    c, s = (cos[None, :, None, :], sin[None, :, None, :]) if cos.ndim == 2 else (cos[:, :, None, :], sin[:, :, None, :])
+    return (x * c + jnp.roll(x, x.shape[-1] // 2, axis=-1) * s).astype(x.dtype)
 
 # %% ../../nbs/20_jax_model.ipynb #2198d3af
 def dropout(x, rate: float, key):
@@ -70,14 +67,13 @@ def _linear(d_in, d_out, axes, rngs, dtype, param_dtype, std=0.02):
     return nnx.Linear(d_in, d_out, use_bias=False, dtype=dtype, param_dtype=param_dtype,
                       kernel_init=init_normal(std, axes), rngs=rngs)
 
-def attend(x, wq, wk, wv, wo, n_heads: int, n_kv: int, cos, sin, cache: dict | None = None, pos=0, key=None,
-           rate: float = 0.0, dtype=None, mask=None):
-    "Causal attention of x [B, T, d] with kernels `[in, out]`; returns y (and the updated cache when one is given). A boolean `mask` (broadcast to [B, 1, T, S], True = may attend) replaces the causal one."
+def attend(x, wqkv, wo, n_heads: int, n_kv: int, cos, sin, cache: dict | None = None, pos=0, key=None,
+           rate: float = 0.0, dtype=None, pad=None, mask=None):
+    "Causal attention of x [B, T, d] with the fused q/k/v kernel `[d, (H + 2K) * D]` and the output kernel; returns y (and the updated cache when one is given); `pad` [B]: each row's left-padding slots, never attended to; a boolean `mask` (broadcast to [B, 1, T, S], True = may attend) replaces the causal one (a bidirectional encoder)."
     B, T, _ = x.shape
-    hd = wk.shape[1] // n_kv
+    hd = wqkv.shape[1] // (n_heads + 2 * n_kv)
     G = n_heads // n_kv
-    w = jnp.concatenate([wq, wk, wv], axis=1)   # one matmul for q, k and v
-    x, w = _cast(x, w, dtype)
+    x, w = _cast(x, wqkv, dtype)   # one matmul for q, k and v
     q, k, v = jnp.split((x @ w).reshape(B, T, n_heads + 2 * n_kv, hd), [n_heads, n_heads + n_kv], axis=2)
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
     if cache is None:
@@ -87,12 +83,15 @@ def attend(x, wq, wk, wv, wo, n_heads: int, n_kv: int, cos, sin, cache: dict | N
         v = jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), (0, pos, 0, 0))
         cache = {"k": k, "v": v}
         causal = jnp.arange(k.shape[1])[None, :] <= pos + jnp.arange(T)[:, None]
+    if pad is not None:   # key slot s of row b is seen from slot pad[b] on; a padding query sees only itself (no empty softmax row)
+        ks, qs = jnp.arange(k.shape[1])[None, :], pos + jnp.arange(T)[:, None]
+        causal = causal & ((ks >= pad[:, None, None]) | (ks == qs))              # [B, T, S]
     # heads-major: the G query heads of a kv head side by side as [B, K, G*T, D], so both products are plain batched matmuls
     q = q.reshape(B, T, n_kv, G, hd).transpose(0, 2, 3, 1, 4).reshape(B, n_kv, G * T, hd)
     k, v = k.astype(q.dtype).transpose(0, 2, 1, 3), v.astype(q.dtype).transpose(0, 2, 1, 3)
     att = jnp.einsum("bkqd,bksd->bkqs", q, k, preferred_element_type=jnp.float32) / math.sqrt(hd)
-    if mask is None: mask = jnp.tile(causal, (G, 1))
-    else: mask = jnp.tile(jnp.broadcast_to(mask, (B, 1, T, k.shape[2])), (1, 1, G, 1))
+    if mask is not None: mask = jnp.tile(jnp.broadcast_to(mask, (B, 1, T, k.shape[2])), (1, 1, G, 1))
+    else: mask = jnp.tile(causal, (G, 1)) if causal.ndim == 2 else jnp.tile(causal, (1, G, 1))[:, None]
     att = jax.nn.softmax(jnp.where(mask, att, -jnp.inf), axis=-1)
     att = dropout(att, rate, key)
     y = jnp.einsum("bkqs,bksd->bkqd", att.astype(q.dtype), v)
@@ -106,23 +105,25 @@ class Attention(nnx.Module):
         self.n_heads, self.n_kv, self.rate, self.dtype = cfg.n_heads, cfg.n_kv_heads, cfg.dropout, dtype
         d, hq, hkv = cfg.d_model, cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
         out_std = 0.02 / math.sqrt(2 * cfg.n_layers)
-        self.q_proj = _linear(d, hq, ("embed", "heads"), rngs, dtype, param_dtype)
-        self.k_proj = _linear(d, hkv, ("embed", "kv_heads"), rngs, dtype, param_dtype)
-        self.v_proj = _linear(d, hkv, ("embed", "kv_heads"), rngs, dtype, param_dtype)
+        self.qkv_proj = _linear(d, hq + 2 * hkv, ("embed", "heads"), rngs, dtype, param_dtype)
         self.o_proj = _linear(hq, d, ("heads", "embed"), rngs, dtype, param_dtype, out_std)
+        self._splits = ((hq, hkv, hkv), (d,))
 
-    def linears(self) -> tuple: return (self.q_proj, self.k_proj, self.v_proj, self.o_proj)
+    def linears(self) -> tuple: return (self.qkv_proj, self.o_proj)
+    def splits(self) -> tuple:
+        "Output columns of each checkpoint part, per kernel of `weights()` (q, k, v | o)."
+        return self._splits
     def weights(self) -> tuple:
-        "The kernels (q, k, v, o), each `[in, out]`."
+        "The kernels (fused q/k/v, o), each `[in, out]`."
         return tuple(m.kernel[...] for m in self.linears())
 
-    def __call__(self, x, cos, sin, cache: dict | None = None, pos=0, key=None, mask=None):
-        return attend(x, *self.weights(), self.n_heads, self.n_kv, cos, sin, cache, pos, key, self.rate, self.dtype, mask)
+    def __call__(self, x, cos, sin, cache: dict | None = None, pos=0, key=None, pad=None, mask=None):
+        return attend(x, *self.weights(), self.n_heads, self.n_kv, cos, sin, cache, pos, key, self.rate, self.dtype, pad, mask)
 
 # %% ../../nbs/20_jax_model.ipynb #33945575
-def swiglu(x, wg, wu, wd, dtype=None):
-    "SwiGLU of x with kernels `[in, out]`: gate and up in one matmul."
-    x, w = _cast(x, jnp.concatenate([wg, wu], axis=1), dtype)
+def swiglu(x, wgu, wd, dtype=None):
+    "SwiGLU of x with the fused gate/up kernel `[d, 2F]` and the down kernel: gate and up in one matmul."
+    x, w = _cast(x, wgu, dtype)
     g, u = jnp.split(x @ w, 2, axis=-1)
     h, wd = _cast(jax.nn.silu(g) * u, wd, dtype)
     return h @ wd
@@ -130,13 +131,15 @@ def swiglu(x, wg, wu, wd, dtype=None):
 class SwiGLU(nnx.Module):
     def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs, dtype=None, param_dtype=jnp.float32):
         out_std = 0.02 / math.sqrt(2 * cfg.n_layers)
-        self.gate_proj = _linear(cfg.d_model, cfg.ffn_dim, ("embed", "mlp"), rngs, dtype, param_dtype)
-        self.up_proj = _linear(cfg.d_model, cfg.ffn_dim, ("embed", "mlp"), rngs, dtype, param_dtype)
+        self.gate_up_proj = _linear(cfg.d_model, 2 * cfg.ffn_dim, ("embed", "mlp"), rngs, dtype, param_dtype)
         self.down_proj = _linear(cfg.ffn_dim, cfg.d_model, ("mlp", "embed"), rngs, dtype, param_dtype, out_std)
-        self.dtype = dtype
-    def linears(self) -> tuple: return (self.gate_proj, self.up_proj, self.down_proj)
+        self.dtype, self._splits = dtype, ((cfg.ffn_dim, cfg.ffn_dim), (cfg.d_model,))
+    def linears(self) -> tuple: return (self.gate_up_proj, self.down_proj)
+    def splits(self) -> tuple:
+        "Output columns of each checkpoint part, per kernel of `weights()` (gate, up | down)."
+        return self._splits
     def weights(self) -> tuple:
-        "The kernels (gate, up, down), each `[in, out]`."
+        "The kernels (fused gate/up, down), each `[in, out]`."
         return tuple(m.kernel[...] for m in self.linears())
     def __call__(self, x): return swiglu(x, *self.weights(), self.dtype)
 
@@ -149,10 +152,10 @@ class Block(nnx.Module):
         self.rate = cfg.dropout
         self.attn_norm, self.attn = RMSNorm(cfg.d_model, cfg.norm_eps, param_dtype), Attention(cfg, rngs, dtype, param_dtype)
         self.ffn_norm, self.ffn = RMSNorm(cfg.d_model, cfg.norm_eps, param_dtype), SwiGLU(cfg, rngs, dtype, param_dtype)
-    def step(self, x, cos, sin, cache=None, pos=0, key=None, mask=None):
+    def step(self, x, cos, sin, cache=None, pos=0, key=None, pad=None, mask=None):
         "(new x, new cache or None, what the block reports: nothing here, the gate in the shiftable block)."
         k_att, k1, k2 = _keys(key, 3)
-        h = self.attn(self.attn_norm(x), cos, sin, cache, pos, k_att, mask)
+        h = self.attn(self.attn_norm(x), cos, sin, cache, pos, k_att, pad, mask)
         if cache is not None: h, cache = h
         x = x + dropout(h, self.rate, k1)
         x = x + dropout(self.ffn(self.ffn_norm(x)), self.rate, k2)
@@ -173,6 +176,25 @@ def cross_entropy(logits, targets, ignore_index: int = -100):
     valid = targets != ignore_index
     nll = token_nll(logits, jnp.where(valid, targets, 0))
     return jnp.where(valid, nll, 0.0).sum() / jnp.maximum(valid.sum(), 1)
+
+ONEHOT_MAX_VOCAB = 2048   # up to this vocabulary the embedding's gradient is a one-hot matmul instead of a scatter
+
+@jax.custom_vjp
+def embed_lookup(table, idx):
+    "`table[idx]`, whose gradient for a small vocabulary is `one_hot(idx)^T @ g` (XLA's CPU scatter-add is serial and slow)."
+    return jnp.take(table, idx, axis=0)
+
+def _lookup_fwd(table, idx): return jnp.take(table, idx, axis=0), (idx, table)   # the table is alive anyway: no copy
+
+def _lookup_bwd(res, g):
+    idx, table = res
+    shape, dtype = table.shape, table.dtype
+    flat, gi = idx.reshape(-1), g.reshape(-1, shape[1])
+    if shape[0] <= ONEHOT_MAX_VOCAB: gt = jnp.einsum("nv,nd->vd", jax.nn.one_hot(flat, shape[0], dtype=g.dtype), gi, preferred_element_type=jnp.float32)
+    else: gt = jnp.zeros(shape, jnp.float32).at[flat].add(gi.astype(jnp.float32))
+    return gt.astype(dtype), None
+
+embed_lookup.defvjp(_lookup_fwd, _lookup_bwd)
 
 class StaticConfig(ModelConfig):
     "A `ModelConfig` that can be hashed: nnx hashes a module's static attributes to cache compilations."
@@ -200,7 +222,7 @@ class DecoderLM(nnx.Module):
         table = self.embed.embedding[...]
         if self.act_sharding is not None:
             table = jax.lax.with_sharding_constraint(table, jax.sharding.NamedSharding(self.act_sharding.mesh, jax.sharding.PartitionSpec()))
-        x = jnp.take(table, idx, axis=0)
+        x = embed_lookup(table, idx)
         return x.astype(self.compute_dtype) if self.compute_dtype is not None else x
 
     def constrain(self, x):
@@ -210,34 +232,37 @@ class DecoderLM(nnx.Module):
         n = math.prod(s.mesh.shape[a] for a in jax.tree.leaves(s.spec[0]))
         return jax.lax.with_sharding_constraint(x, s) if x.shape[0] % n == 0 else x
 
-    def _hidden(self, idx, cache=None, pos=0, key=None):
-        "(final normed hidden states [B, T, d], the new cache or None, each block's report)."
+    def _hidden(self, idx, cache=None, pos=0, key=None, pad=None):
+        "(final normed hidden states [B, T, d], the new cache or None, each block's report); `pad` [B]: left-padding slots per row."
         T = idx.shape[1]
         if T > self.cfg.max_seq_len or (isinstance(pos, int) and pos + T > self.cfg.max_seq_len):
             raise SmaError(f"sequence of {(pos if isinstance(pos, int) else 0) + T} tokens is longer than max_seq_len {self.cfg.max_seq_len}")
         cos, sin = rope_tables(self.cfg.head_dim, self.cfg.max_seq_len, self.cfg.rope_theta)
-        cos, sin = jax.lax.dynamic_slice_in_dim(cos, pos, T), jax.lax.dynamic_slice_in_dim(sin, pos, T)
+        if pad is None: cos, sin = jax.lax.dynamic_slice_in_dim(cos, pos, T), jax.lax.dynamic_slice_in_dim(sin, pos, T)
+        else:                       # each row's positions start at its first real token
+            at = jnp.maximum(pos + jnp.arange(T)[None] - pad[:, None], 0)
+            cos, sin = jnp.take(cos, at, axis=0), jnp.take(sin, at, axis=0)
         keys = _keys(key, len(self.blocks) + 1)
         x = self.constrain(dropout(self.embed_tokens(idx), self.cfg.dropout, keys[-1]))
         new, reports = ([] if cache is not None else None), []
         for i, b in enumerate(self.blocks):
             if cache is None and self.remat: x, c, r = nnx.remat(lambda b, x, k: b.step(x, cos, sin, key=k))(b, x, keys[i])
-            else: x, c, r = b.step(x, cos, sin, None if cache is None else cache[i], pos, keys[i])
+            else: x, c, r = b.step(x, cos, sin, None if cache is None else cache[i], pos, keys[i], pad)
             if cache is not None: new.append(c)
             reports.append(r)
             x = self.constrain(x)
         return self.norm(x), new, reports
 
-    def hidden(self, idx, cache=None, pos=0, key=None):
+    def hidden(self, idx, cache=None, pos=0, key=None, pad=None):
         "Final normed hidden states [B, T, d] (and the new cache when one is given)."
-        x, new, _ = self._hidden(idx, cache, pos, key)
+        x, new, _ = self._hidden(idx, cache, pos, key, pad)
         return (x, new) if cache is not None else x
 
-    def __call__(self, idx, targets=None, cache=None, pos=0, key=None):
+    def __call__(self, idx, targets=None, cache=None, pos=0, key=None, pad=None):
         if cache is not None:
-            h, cache = self.hidden(idx, cache, pos, key)
+            h, cache = self.hidden(idx, cache, pos, key, pad)
             return self.head(h), cache
-        logits = self.head(self.hidden(idx, key=key))
+        logits = self.head(self.hidden(idx, key=key, pad=pad))
         if targets is None: return logits
         return logits, cross_entropy(logits, targets)
 
@@ -260,6 +285,18 @@ def torch_name(path) -> tuple[str, bool]:
     if leaf == "embedding": return ".".join(mod + ["weight"]), False
     return ".".join(mod + [leaf]), False
 
+FUSED = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "gate_up_proj": ("gate_proj", "up_proj")}
+
+def torch_parts(path, cfg: ModelConfig) -> list[tuple[str, int]]:
+    "[(checkpoint name, rows in torch layout)] of the tensors a parameter holds: one for most, the parts of a fused kernel."
+    name, tr = torch_name(path)
+    *mod, leaf = name.split(".")
+    fused = FUSED.get(mod[-1]) if tr and mod else None
+    if fused is None: return [(name, 0)]
+    rows = ((cfg.n_heads, cfg.n_kv_heads, cfg.n_kv_heads) if len(fused) == 3 else (1, 1))
+    unit = cfg.head_dim if len(fused) == 3 else cfg.ffn_dim
+    return [(".".join(mod[:-1] + [p, leaf]), r * unit) for p, r in zip(fused, rows)]
+
 def _params(model, filt=nnx.Param):
     return [(p, v) for p, v in nnx.to_flat_state(nnx.state(model, filt))]
 
@@ -273,7 +310,8 @@ def tensor_shapes(model) -> dict[str, tuple]:
     out = {}
     for path, v in _params(model):
         name, tr = torch_name(path)
-        out[name] = tuple(v.shape[::-1]) if tr else tuple(v.shape)
+        shape = tuple(v.shape[::-1]) if tr else tuple(v.shape)
+        for part, rows in torch_parts(path, model.cfg): out[part] = (rows, *shape[1:]) if rows else shape
     return out
 
 def state_dict(model) -> dict[str, np.ndarray]:
@@ -281,8 +319,10 @@ def state_dict(model) -> dict[str, np.ndarray]:
     out = {}
     for path, v in _params(model):
         name, tr = torch_name(path)
-        a = _to_host(v[...])
-        out[name] = np.ascontiguousarray(a.T if tr else a)
+        a = _to_host(v[...]); a = a.T if tr else a
+        parts = torch_parts(path, model.cfg)
+        for (part, _), t in zip(parts, np.split(a, np.cumsum([r for _, r in parts])[:-1]) if len(parts) > 1 else [a]):
+            out[part] = np.ascontiguousarray(t)
     return out
 
 def load_state_dict(model, tensors: dict, path="weights"):
@@ -290,7 +330,7 @@ def load_state_dict(model, tensors: dict, path="weights"):
     check_tensor_names({k: {"shape": list(np.shape(v))} for k, v in tensors.items()}, tensor_shapes(model), path)
     for p, v in _params(model):
         name, tr = torch_name(p)
-        a = np.asarray(tensors[name]); a = a.T if tr else a
+        a = np.concatenate([np.asarray(tensors[part]) for part, _ in torch_parts(p, model.cfg)]); a = a.T if tr else a
         old = v.get_value()
         sh = getattr(old, "sharding", None)   # keep the parameter's placement (abstract placeholders may carry one)
         v.set_value(jax.device_put(a.astype(old.dtype), sh) if sh is not None else jnp.asarray(a, old.dtype))
@@ -319,43 +359,37 @@ def _pick(logits, key, temperature, top_k, top_p):
     return jnp.where(temperature <= 0, jnp.argmax(logits, axis=-1), sample).astype(jnp.int32)
 
 @nnx.jit
-def _prefill(model, idx, cache, key, temperature, top_k, top_p):
-    logits, cache = model(idx, cache=cache, pos=0)
+def _prefill(model, idx, pad, cache, key, temperature, top_k, top_p):
+    logits, cache = model(idx, cache=cache, pos=0, pad=pad)
     return _pick(logits[:, -1], key, temperature, top_k, top_p), cache
 
 @nnx.jit
-def _decode(model, tok, cache, pos, key, temperature, top_k, top_p):
-    logits, cache = model(tok[:, None], cache=cache, pos=pos)
+def _decode(model, tok, pad, cache, pos, key, temperature, top_k, top_p):
+    logits, cache = model(tok[:, None], cache=cache, pos=pos, pad=pad)
     return _pick(logits[:, -1], key, temperature, top_k, top_p), cache
 
 # %% ../../nbs/20_jax_model.ipynb #b28455d2
-class RowStepper:
-    "The model side of `complete` for a batch of equal-length prompts (see `sma_kit.generate.complete_with`)."
+class RowStepper(PaddedStepper):
+    "The model side of `complete` for a batch of prompts of any lengths, left padded (see `sma_kit.generate.PaddedStepper`)."
     def __init__(self, model, rows, temperature, top_k, top_p, key):
         self.model, self.key, self.i = model, key, 0
         self.sampling = (jnp.float32(temperature), jnp.int32(top_k or 0), jnp.float32(top_p or 1.0))
-        self.W = int(model.cfg.max_seq_len); self.keep_len = max(1, self.W - max(1, self.W // 4))
-        self.hist, self.alive = np.asarray(rows, np.int32), np.arange(len(rows))
-        self._prefill()
+        super().__init__(rows, model.cfg.max_seq_len)
 
     def _next_key(self):
         self.i += 1
         return jax.random.fold_in(self.key, self.i - 1)
 
-    def _prefill(self):
-        self.nxt, self.cache = _prefill(self.model, jnp.asarray(self.hist), self.model.new_cache(len(self.hist)), self._next_key(), *self.sampling)
-        self.cur = self.hist.shape[1]
+    def encode(self, ids, pad):
+        self.pad, self.alive = jnp.asarray(pad, jnp.int32), np.arange(len(ids))
+        self.nxt, self.cache = _prefill(self.model, jnp.asarray(ids, jnp.int32), self.pad, self.model.new_cache(len(ids)),
+                                        self._next_key(), *self.sampling)
 
-    def sample(self) -> list[int]: return np.asarray(self.nxt)[self.alive].tolist()
+    def pick(self) -> list[int]: return np.asarray(self.nxt)[self.alive].tolist()
 
-    def advance(self, keep: list[int]):
-        n = np.asarray(self.nxt)
-        self.hist, self.alive = np.concatenate([self.hist, n[:, None]], 1)[:, -self.W:], self.alive[keep]
-        if self.cur >= self.W:                              # window full: slide and re-encode
-            self.hist = self.hist[:, -self.keep_len:]; self._prefill()
-        else:
-            self.nxt, self.cache = _decode(self.model, jnp.asarray(n), self.cache, jnp.int32(self.cur), self._next_key(), *self.sampling)
-            self.cur += 1
+    def step(self, keep: list[int]):
+        self.alive = self.alive[keep]     # finished rows stay in the batch (a fixed shape), unread
+        self.nxt, self.cache = _decode(self.model, self.nxt, self.pad, self.cache, jnp.int32(self.cur), self._next_key(), *self.sampling)
 
 @nnx.jit
 def _target_logp(model, x, t):
@@ -373,7 +407,7 @@ def complete(model, tok, prompts, max_new_tokens: int = 100, temperature: float 
 
 def generate(model, idx, max_new_tokens: int = 64, temperature: float = 0.0, top_k: int | None = None,
              top_p: float | None = None, stop_ids=(), seed: int | None = None) -> list[list[int]]:
-    "`complete` at the token level: the new ids of each equal-length prompt row of `idx` [B, T], a row ending before any of `stop_ids`."
+    "`complete` at the token level: the new ids of each prompt row of `idx` ([B, T], or rows of any lengths), a row ending before any of `stop_ids`."
     key = _key(seed); start = lambda rows: RowStepper(model, rows, temperature, top_k, top_p, key)
     return generate_ids(start, idx, int(model.cfg.max_seq_len), max_new_tokens, stop_ids)
 

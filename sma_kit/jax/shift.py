@@ -37,12 +37,16 @@ class CopyBranch(nnx.Module):
 class LoRABranch(nnx.Module):
     "Low-rank deltas `b @ a` on every matrix of a base attention or FFN."
     def __init__(self, base, rank: int, rngs: nnx.Rngs, param_dtype=jnp.float32):
-        lins = base.linears()
+        parts = [(l, n) for l, cols in zip(base.linears(), base.splits()) for n in cols]   # one (a, b) per checkpoint matrix
         self.a = nnx.List([nnx.Param(jax.random.normal(rngs.params(), (rank, l.in_features), param_dtype) / math.sqrt(l.in_features),
-                                     logical_axes=(None, _axes_of(l)[0])) for l in lins])
-        self.b = nnx.List([nnx.Param(jnp.zeros((l.out_features, rank), param_dtype), logical_axes=(_axes_of(l)[1], None)) for l in lins])
+                                     logical_axes=(None, _axes_of(l)[0])) for l, _ in parts])
+        self.b = nnx.List([nnx.Param(jnp.zeros((n, rank), param_dtype), logical_axes=(_axes_of(l)[1], None)) for l, n in parts])
     def weights(self, base) -> tuple:
-        return tuple(w + (b[...] @ a[...]).T for w, a, b in zip(base.weights(), self.a, self.b))
+        deltas, out = [(b[...] @ a[...]).T for a, b in zip(self.a, self.b)], []
+        for w, cols in zip(base.weights(), base.splits()):
+            d, deltas = deltas[: len(cols)], deltas[len(cols) :]
+            out.append(w + (d[0] if len(d) == 1 else jnp.concatenate(d, axis=1)))
+        return tuple(out)
 
 # %% ../../nbs/21_jax_shift.ipynb #447679bb
 def route(probs, mode: str = "soft", k: int = 1):
@@ -75,16 +79,18 @@ class ShiftBlock(nnx.Module):
             return nnx.Dict({n: make() for n in sc.specialists})
         self.attn_experts, self.ffn_experts = branches("attention", self.attn), branches("ffn", self.ffn)
 
-    def gate_probs(self, h, gate_sum=None, pos=0):
-        "(softmax gate [B, T, E] in float32 from the normed block input, the new running sum or None)."
+    def gate_probs(self, h, gate_sum=None, pos=0, pad=None):
+        "(softmax gate [B, T, E] in float32 from the normed block input, the new running sum or None); left-padding slots `pad` [B] stay out of the prefix mean."
         new_sum = None
         if self.sc.gate_input == "prefix":
-            csum = jnp.cumsum(h.astype(jnp.float32), axis=1)
+            at = pos + jnp.arange(h.shape[1])
+            hf = h.astype(jnp.float32) if pad is None else h.astype(jnp.float32) * (at[None] >= pad[:, None])[..., None]
+            csum = jnp.cumsum(hf, axis=1)
             if gate_sum is not None:
                 csum = csum + jnp.where(pos == 0, 0.0, gate_sum)[:, None]
                 new_sum = csum[:, -1]
-            n = jnp.arange(1, h.shape[1] + 1, dtype=jnp.float32) + pos
-            h = (csum / n[None, :, None]).astype(h.dtype)
+            n = (at + 1)[None] if pad is None else jnp.maximum(at[None] + 1 - pad[:, None], 1)
+            h = (csum / n[..., None].astype(jnp.float32)).astype(h.dtype)
         return jax.nn.softmax(self.gate(h).astype(jnp.float32), axis=-1), new_sum
 
     def _mix(self, run, w, keys):
@@ -96,23 +102,23 @@ class ShiftBlock(nnx.Module):
             out = y if out is None else out + y
         return out
 
-    def step(self, x, cos, sin, cache=None, pos=0, key=None):
+    def step(self, x, cos, sin, cache=None, pos=0, key=None, pad=None):
         sc, E = self.sc, len(self.sc.experts)
         k_att, k1, k2 = _keys(key, 3)
         h = self.attn_norm(x)
-        probs, gsum = self.gate_probs(h, None if cache is None else cache["gate_sum"], pos)
+        probs, gsum = self.gate_probs(h, None if cache is None else cache["gate_sum"], pos, pad)
         if self.force is not None: w = jax.nn.one_hot(jnp.full(probs.shape[:-1], sc.experts.index(self.force)), E, dtype=probs.dtype)
         else: w = route(probs, sc.routing, sc.top_k)
         new = None if cache is None else {"gate_sum": cache["gate_sum"] if gsum is None else gsum}
         if sc.expert_site in ("attention", "both"):
             def run(name, k):
                 ws = self.attn.weights() if name == "base" else self.attn_experts[name].weights(self.attn)
-                y = attend(h, *ws, self.n_heads, self.n_kv, cos, sin, None if cache is None else cache[name], pos, k, self.rate, self.dtype)
+                y = attend(h, *ws, self.n_heads, self.n_kv, cos, sin, None if cache is None else cache[name], pos, k, self.rate, self.dtype, pad)
                 if cache is None: return y
                 new[name] = y[1]; return y[0]
             a = self._mix(run, w, _keys(k_att, E))
         else:
-            a = self.attn(h, cos, sin, None if cache is None else cache["base"], pos, k_att)
+            a = self.attn(h, cos, sin, None if cache is None else cache["base"], pos, k_att, pad)
             if cache is not None: a, new["base"] = a
         x = x + dropout(a, self.rate, k1)
         h2 = self.ffn_norm(x)

@@ -10,10 +10,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from ..config import ModelConfig, SmaError
 from contextlib import contextmanager
-from ..generate import Completion, complete_with, generate_ids, score_pairs
+from ..generate import Completion, PaddedStepper, complete_with, generate_ids, score_pairs
 
 # %% auto #0
-__all__ = ['SMALL', 'RMSNorm', 'rope_tables', 'apply_rope', 'attend', 'Attention', 'swiglu', 'SwiGLU', 'Block', 'DecoderLM',
+__all__ = ['RMSNorm', 'rope_tables', 'apply_rope', 'FusedParts', 'attend', 'Attention', 'swiglu', 'SwiGLU', 'Block', 'DecoderLM',
            'filter_logits', 'RowStepper', 'complete', 'generate', 'loglik']
 
 # %% ../../nbs/10_torch_model.ipynb #ca7effdd
@@ -41,30 +41,54 @@ class RMSNorm(nn.Module):
     def forward(self, x): return _RMSNormFn.apply(x, self.weight, self.eps)
 
 def rope_tables(head_dim: int, max_len: int, theta: float = 10000.0, device=None):
-    "cos, sin tables [max_len, head_dim] for rotary embeddings."
+    "cos and signed sin ([-sin, sin] halves) tables [max_len, head_dim] for rotary embeddings."
     inv = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim)
     ang = torch.outer(torch.arange(max_len, device=device, dtype=torch.float32), inv)
-    ang = torch.cat([ang, ang], dim=-1)
-    return ang.cos(), ang.sin()
+    return torch.cat([ang, ang], dim=-1).cos(), torch.cat([-ang, ang], dim=-1).sin()
+
+class _RopeFn(torch.autograd.Function):
+    "y = x * cos + roll(x, D/2) * sin (sin signed); dx = g * cos + roll(g * sin, D/2)."
+    @staticmethod
+    def forward(ctx, x, cos, sin):
+        ctx.save_for_backward(cos, sin)
+        return torch.addcmul(x * cos, x.roll(x.shape[-1] // 2, -1), sin).type_as(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        cos, sin = ctx.saved_tensors
+        return (g * cos + (g * sin).roll(g.shape[-1] // 2, -1)).type_as(g), None, None
 
 def apply_rope(x, cos, sin):
-    "Rotate x [B, H, T, D] by the tables sliced to its positions [T, D]."
-    x1, x2 = x.chunk(2, dim=-1)
-    rot = torch.cat([-x2, x1], dim=-1)
-    return (x * cos + rot * sin).type_as(x)
+    "Rotate x [B, H, T, D] by the tables of `rope_tables` sliced to its positions [T, D]."
+    return _RopeFn.apply(x, cos, sin)
 
 # %% ../../nbs/10_torch_model.ipynb #d1b27c31
-SMALL = 16   # at most this many tokens: separate matmuls instead of concatenated weights
+class FusedParts:
+    "Mixin for a module whose `fused` Linears hold several checkpoint tensors stacked by rows (see `part_rows`)."
+    fused: dict = {}   # fused Linear -> the checkpoint names of its parts, top to bottom
 
-def attend(x, wq, wk, wv, wo, n_heads: int, n_kv: int, cos, sin, cache: dict | None = None, pos: int = 0,
-           dropout: float = 0.0, kv_only: bool = False, mask=None):
-    "Causal GQA self-attention of x [B, T, d] with the given projection weights (torch Linear layout [out, in]); a boolean `mask` (broadcast to [B, H, T, S], True = may attend) replaces the causal one."
+    def part_rows(self, name: str) -> list[int]: raise NotImplementedError
+
+    def state_dict(self, *args, destination=None, prefix: str = "", keep_vars: bool = False):
+        out = super().state_dict(*args, destination=destination, prefix=prefix, keep_vars=keep_vars)
+        for f, parts in self.fused.items():
+            w = out.pop(prefix + f + ".weight")
+            for p, t in zip(parts, w.split(self.part_rows(f))): out[prefix + p + ".weight"] = t if keep_vars else t.clone()
+        return out
+
+    def _load_from_state_dict(self, state_dict, prefix, *args):
+        for f, parts in self.fused.items():
+            keys = [prefix + p + ".weight" for p in parts]
+            if all(k in state_dict for k in keys): state_dict[prefix + f + ".weight"] = torch.cat([state_dict.pop(k) for k in keys])
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
+def attend(x, wqkv, wo, n_heads: int, n_kv: int, cos, sin, cache: dict | None = None, pos: int = 0,
+           dropout: float = 0.0, kv_only: bool = False, pad=None, mask=None):
+    "Causal GQA self-attention of x [B, T, d] with the fused q/k/v weight [(H + 2K) * D, d] and the output weight (torch layout [out, in]); `pad` [B]: each row's left-padding slots, never attended to; a boolean `mask` (broadcast to [B, H, T, S], True = may attend) replaces the causal one (a bidirectional encoder)."
     B, T, _ = x.shape
-    H, K, hd = n_heads, n_kv, wq.shape[0] // n_heads
-    # one matmul for q, k and v (the weights stay separate tensors in the checkpoint), one RoPE for q and k;
-    # a few tokens (decoding) skip the weight concatenation, which then costs more than the matmuls
-    ws = [wk, wv] if kv_only else [wq, wk, wv]
-    qkv = torch.cat([F.linear(x, w) for w in ws], -1) if B * T <= SMALL else F.linear(x, torch.cat(ws))
+    H, K = n_heads, n_kv
+    hd = wqkv.shape[0] // (H + 2 * K)
+    qkv = F.linear(x, wqkv[H * hd :] if kv_only else wqkv)   # one matmul for q, k and v; one RoPE for q and k
     qkv = qkv.view(B, T, -1, hd).transpose(1, 2)
     if kv_only: k, v = apply_rope(qkv[:, :K], cos, sin), qkv[:, K:]
     else:
@@ -79,40 +103,49 @@ def attend(x, wq, wk, wv, wo, n_heads: int, n_kv: int, cos, sin, cache: dict | N
             causal = False
             if T > 1:  # a chunk after a prefix: query i sees keys <= pos + i
                 mask = torch.ones(T, pos + T, dtype=torch.bool, device=x.device).tril(diagonal=pos)
+    if pad is not None:   # key slot s of row b is seen from slot pad[b] on; a padding query sees only itself (no empty softmax row)
+        ks, qs = torch.arange(k.shape[2], device=x.device), pos + torch.arange(T, device=x.device)[:, None]
+        mask, causal = (((ks >= pad[:, None, None]) | (ks == qs)) & (ks <= qs))[:, None], False
     y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None,
                                        dropout_p=dropout, enable_gqa=K != H)
     return F.linear(y.transpose(1, 2).reshape(B, T, H * hd), wo)
 
-class Attention(nn.Module):
+class Attention(FusedParts, nn.Module):
+    fused = {"qkv_proj": ("q_proj", "k_proj", "v_proj")}
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.n_heads, self.n_kv, self.hd = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
-        self.q_proj = nn.Linear(cfg.d_model, cfg.n_heads * self.hd, bias=False)
-        self.k_proj = nn.Linear(cfg.d_model, cfg.n_kv_heads * self.hd, bias=False)
-        self.v_proj = nn.Linear(cfg.d_model, cfg.n_kv_heads * self.hd, bias=False)
+        self.qkv_proj = nn.Linear(cfg.d_model, (cfg.n_heads + 2 * cfg.n_kv_heads) * self.hd, bias=False)
         self.o_proj = nn.Linear(cfg.n_heads * self.hd, cfg.d_model, bias=False)
         self.dropout = cfg.dropout
 
-    def weights(self) -> tuple: return self.q_proj.weight, self.k_proj.weight, self.v_proj.weight, self.o_proj.weight
+    def part_rows(self, name: str = "qkv_proj") -> list[int]: return [self.n_heads * self.hd, self.n_kv * self.hd, self.n_kv * self.hd]
+    def splits(self) -> tuple:
+        "Rows of each checkpoint part, per weight of `weights()` (q, k, v | o)."
+        return (self.part_rows(), [self.o_proj.weight.shape[0]])
+    def weights(self) -> tuple: return self.qkv_proj.weight, self.o_proj.weight
 
-    def forward(self, x, cos, sin, cache: dict | None = None, pos: int = 0, kv_only: bool = False, mask=None):
+    def forward(self, x, cos, sin, cache: dict | None = None, pos: int = 0, kv_only: bool = False, pad=None, mask=None):
         return attend(x, *self.weights(), self.n_heads, self.n_kv, cos, sin, cache, pos,
-                      self.dropout if self.training else 0.0, kv_only, mask)
+                      self.dropout if self.training else 0.0, kv_only, pad, mask)
 
 # %% ../../nbs/10_torch_model.ipynb #a09fbff8
-def swiglu(x, wg, wu, wd):
-    "down(silu(gate(x)) * up(x)), gate and up as one matmul."
-    small = x.shape[:-1].numel() <= SMALL
-    g, u = (F.linear(x, wg), F.linear(x, wu)) if small else F.linear(x, torch.cat([wg, wu])).chunk(2, dim=-1)
+def swiglu(x, wgu, wd):
+    "down(silu(gate(x)) * up(x)) with the fused gate/up weight [2F, d]: one matmul for both."
+    g, u = F.linear(x, wgu).chunk(2, dim=-1)
     return F.linear(F.silu(g) * u, wd)
 
-class SwiGLU(nn.Module):
+class SwiGLU(FusedParts, nn.Module):
+    fused = {"gate_up_proj": ("gate_proj", "up_proj")}
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.gate_proj = nn.Linear(cfg.d_model, cfg.ffn_dim, bias=False)
-        self.up_proj = nn.Linear(cfg.d_model, cfg.ffn_dim, bias=False)
+        self.gate_up_proj = nn.Linear(cfg.d_model, 2 * cfg.ffn_dim, bias=False)
         self.down_proj = nn.Linear(cfg.ffn_dim, cfg.d_model, bias=False)
-    def weights(self) -> tuple: return self.gate_proj.weight, self.up_proj.weight, self.down_proj.weight
+    def part_rows(self, name: str = "gate_up_proj") -> list[int]: return [self.down_proj.weight.shape[1]] * 2
+    def splits(self) -> tuple:
+        "Rows of each checkpoint part, per weight of `weights()` (gate, up | down)."
+        return (self.part_rows(), [self.down_proj.weight.shape[0]])
+    def weights(self) -> tuple: return self.gate_up_proj.weight, self.down_proj.weight
     def forward(self, x): return swiglu(x, *self.weights())
 
 class Block(nn.Module):
@@ -122,8 +155,8 @@ class Block(nn.Module):
         self.attn_norm, self.attn = RMSNorm(cfg.d_model, cfg.norm_eps), Attention(cfg)
         self.ffn_norm, self.ffn = RMSNorm(cfg.d_model, cfg.norm_eps), SwiGLU(cfg)
         self.drop = nn.Dropout(cfg.dropout)
-    def forward(self, x, cos, sin, cache=None, pos=0, mask=None):
-        x = x + self.drop(self.attn(self.attn_norm(x), cos, sin, cache, pos, mask=mask))
+    def forward(self, x, cos, sin, cache=None, pos=0, pad=None, mask=None):
+        x = x + self.drop(self.attn(self.attn_norm(x), cos, sin, cache, pos, pad=pad, mask=mask))
         return x + self.drop(self.ffn(self.ffn_norm(x)))
 
 # %% ../../nbs/10_torch_model.ipynb #7fd78ea8
@@ -148,17 +181,20 @@ class DecoderLM(nn.Module):
 
     def head(self, h): return h @ self.embed.weight.T if self.lm_head is None else self.lm_head(h)
 
-    def hidden(self, idx, cache=None, pos: int = 0):
-        "Final normed hidden states [B, T, d]."
+    def hidden(self, idx, cache=None, pos: int = 0, pad=None):
+        "Final normed hidden states [B, T, d]; `pad` [B]: left-padding slots per row (its RoPE positions start at its first real token)."
         T = idx.shape[1]
         if pos + T > self.cfg.max_seq_len: raise SmaError(f"sequence of {pos + T} tokens is longer than max_seq_len {self.cfg.max_seq_len}")
-        cos, sin = self.rope_cos[pos : pos + T], self.rope_sin[pos : pos + T]
+        if pad is None: cos, sin = self.rope_cos[pos : pos + T], self.rope_sin[pos : pos + T]
+        else:
+            at = (pos + torch.arange(T, device=idx.device)[None] - pad[:, None]).clamp(min=0)
+            cos, sin = self.rope_cos[at][:, None], self.rope_sin[at][:, None]     # [B, 1, T, D]
         x = self.drop(self.embed(idx))
-        for i, b in enumerate(self.blocks): x = b(x, cos, sin, None if cache is None else cache[i], pos)
+        for i, b in enumerate(self.blocks): x = b(x, cos, sin, None if cache is None else cache[i], pos, pad=pad)
         return self.norm(x)
 
-    def forward(self, idx, targets=None, cache=None, pos: int = 0):
-        logits = self.head(self.hidden(idx, cache, pos))
+    def forward(self, idx, targets=None, cache=None, pos: int = 0, pad=None):
+        logits = self.head(self.hidden(idx, cache, pos, pad))
         if targets is None: return logits
         return logits, F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100)
 
@@ -197,35 +233,35 @@ def _take_rows(obj, rows):
     if isinstance(obj, list): return [_take_rows(v, rows) for v in obj]
     return obj.index_select(0, rows) if hasattr(obj, "index_select") else obj
 
-class RowStepper:
-    "The model side of `complete` for a batch of equal-length prompts (see `sma_kit.generate.complete_with`)."
+class RowStepper(PaddedStepper):
+    "The model side of `complete` for a batch of prompts of any lengths, left padded (see `sma_kit.generate.PaddedStepper`)."
     def __init__(self, model, rows, temperature, top_k, top_p, gen):
-        self.model, self.sampling, self.gen = model, (temperature, top_k, top_p), gen
-        self.W = int(model.cfg.max_seq_len); self.keep_len = max(1, self.W - max(1, self.W // 4))
-        self.hist = torch.tensor(rows, dtype=torch.long, device=_device(model))
-        self._prefill()
+        self.model, self.sampling, self.gen, self.dev = model, (temperature, top_k, top_p), gen, _device(model)
+        super().__init__(rows, model.cfg.max_seq_len)
 
-    def _prefill(self):
-        self.cache = self.model.new_cache(self.hist.shape[0])
-        self.logits = self.model(self.hist, cache=self.cache, pos=0)[:, -1]
-        self.cur = self.hist.shape[1]
+    def _run(self, ids, pos):
+        kw = {} if self.pad is None else {"pad": self.pad}          # no padding: the plain causal path
+        self.logits = self.model(ids, cache=self.cache, pos=pos, **kw)[:, -1]
 
-    def sample(self) -> list[int]:
+    def encode(self, ids, pad):
+        self.pad = torch.from_numpy(pad).to(self.dev) if pad.any() else None
+        self.cache = self.model.new_cache(len(ids))
+        self._run(torch.from_numpy(ids).to(self.dev), 0)
+
+    def pick(self) -> list[int]:
         t, k, p = self.sampling
         if t <= 0: self.nxt = self.logits.argmax(-1)
         else: self.nxt = torch.multinomial(filter_logits(self.logits, t, k, p).softmax(-1), 1, generator=self.gen)[:, 0]
         return self.nxt.tolist()
 
-    def advance(self, keep: list[int]):
-        hist, nxt = torch.cat([self.hist, self.nxt[:, None]], 1)[:, -self.W:], self.nxt
-        if len(keep) < len(hist):
-            idx = torch.tensor(keep, device=hist.device)
-            hist, nxt, self.cache = hist[idx], nxt[idx], _take_rows(self.cache, idx)
-        self.hist = hist
-        if self.cur >= self.W:                              # window full: slide and re-encode
-            self.hist = hist[:, -self.keep_len:]; self._prefill()
-        else:
-            self.logits = self.model(nxt[:, None], cache=self.cache, pos=self.cur)[:, -1]; self.cur += 1
+    def step(self, keep: list[int]):
+        nxt = self.nxt
+        if len(keep) < len(nxt):
+            idx = torch.tensor(keep, device=nxt.device)
+            nxt, self.cache = nxt[idx], _take_rows(self.cache, idx)
+            if self.pad is not None: self.pad = self.pad[idx]
+        self._run(nxt[:, None], self.cur)
+
 
 # %% ../../nbs/10_torch_model.ipynb #c2f3cb7d
 @contextmanager
@@ -248,7 +284,7 @@ def complete(model, tok, prompts, max_new_tokens: int = 100, temperature: float 
 
 def generate(model, idx, max_new_tokens: int = 64, temperature: float = 0.0, top_k: int | None = None,
              top_p: float | None = None, stop_ids=(), seed: int | None = None) -> list[list[int]]:
-    "`complete` at the token level: the new ids of each equal-length prompt row of `idx` [B, T], a row ending before any of `stop_ids`."
+    "`complete` at the token level: the new ids of each prompt row of `idx` ([B, T], or rows of any lengths), a row ending before any of `stop_ids`."
     with _decoding(model, seed) as gen:
         start = lambda rows: RowStepper(model, rows, temperature, top_k, top_p, gen)
         return generate_ids(start, idx, int(model.cfg.max_seq_len), max_new_tokens, stop_ids)

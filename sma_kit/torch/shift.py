@@ -30,10 +30,16 @@ class LoRABranch(nn.Module):
     "Low-rank deltas on every matrix of a base attention or FFN."
     def __init__(self, base: nn.Module, rank: int = 8):
         super().__init__()
-        ws = base.weights()
-        self.a = nn.ParameterList(nn.Parameter(torch.randn(rank, w.shape[1], device=w.device) / math.sqrt(w.shape[1])) for w in ws)
-        self.b = nn.ParameterList(nn.Parameter(torch.zeros(w.shape[0], rank, device=w.device)) for w in ws)
-    def weights(self, base) -> tuple: return tuple(w + b @ a for w, a, b in zip(base.weights(), self.a, self.b))
+        self.splits = base.splits()
+        parts = [(w, r) for w, rows in zip(base.weights(), self.splits) for r in rows]   # one (A, B) per checkpoint matrix
+        self.a = nn.ParameterList(nn.Parameter(torch.randn(rank, w.shape[1], device=w.device) / math.sqrt(w.shape[1])) for w, _ in parts)
+        self.b = nn.ParameterList(nn.Parameter(torch.zeros(r, rank, device=w.device)) for w, r in parts)
+    def weights(self, base) -> tuple:
+        deltas, out = [b @ a for a, b in zip(self.a, self.b)], []
+        for w, rows in zip(base.weights(), self.splits):
+            d, deltas = deltas[: len(rows)], deltas[len(rows) :]
+            out.append(w + (d[0] if len(d) == 1 else torch.cat(d)))
+        return tuple(out)
 
 def make_branch(kind: str, base: nn.Module, rank: int = 8) -> nn.Module:
     return CopyBranch(base) if kind == "copy" else LoRABranch(base, rank)
@@ -91,16 +97,18 @@ class ShiftBlock(nn.Module):
         g.weight.data.copy_(self.gate.weight.data[keep]); g.bias.data.copy_(self.gate.bias.data[keep])
         self.gate = g
 
-    def gate_probs(self, h, cache=None, pos: int = 0):
-        "Softmax gate [B, T, E] from the normed block input (causal)."
+    def gate_probs(self, h, cache=None, pos: int = 0, pad=None):
+        "Softmax gate [B, T, E] from the normed block input (causal; left-padding slots `pad` [B] left out of the prefix mean)."
         if self.sc.gate_input == "prefix":
-            csum = h.float().cumsum(1)
+            at = pos + torch.arange(h.shape[1], device=h.device)
+            hf = h.float() if pad is None else h.float() * (at[None] >= pad[:, None])[..., None]
+            csum = hf.cumsum(1)
             if cache is not None:
                 if pos == 0: cache["gate_sum"] = torch.zeros_like(csum[:, 0])
                 csum = csum + cache["gate_sum"][:, None]
                 cache["gate_sum"] = csum[:, -1]
-            n = torch.arange(pos + 1, pos + h.shape[1] + 1, device=h.device, dtype=csum.dtype)
-            h = (csum / n[None, :, None]).type_as(h)
+            n = (at + 1)[None] if pad is None else (at[None] + 1 - pad[:, None]).clamp(min=1)
+            h = (csum / n[..., None].to(csum.dtype)).type_as(h)
         return F.softmax(self.gate(h).float(), dim=-1)
 
     def _mix(self, site, base, experts, h, w, cache, pos, kv_cb=None, dense: bool = False):
@@ -120,12 +128,12 @@ class ShiftBlock(nn.Module):
         ws = base.weights() if name == "base" else mod.weights(base)
         if site == "ffn": return swiglu(h, *ws)
         return attend(h, *ws, self.cfg.n_heads, self.cfg.n_kv_heads, self.cos, self.sin, None if cache is None else cache[name],
-                      pos, self.cfg.dropout if self.training else 0.0, kv_only)
+                      pos, self.cfg.dropout if self.training else 0.0, kv_only, self.pad)
 
-    def forward(self, x, cos, sin, cache=None, pos: int = 0):
-        self.cos, self.sin = cos, sin
+    def forward(self, x, cos, sin, cache=None, pos: int = 0, pad=None):
+        self.cos, self.sin, self.pad = cos, sin, pad
         h = self.attn_norm(x)
-        probs = self.gate_probs(h, cache, pos)
+        probs = self.gate_probs(h, cache, pos, pad)
         forced = getattr(self, "force", None)
         if forced is not None: w = F.one_hot(torch.full(probs.shape[:-1], self.names.index(forced), device=x.device), len(self.names)).float()
         else: w = route(probs, self.sc.routing, self.sc.top_k)
@@ -134,7 +142,7 @@ class ShiftBlock(nn.Module):
         if self.sc.expert_site in ("attention", "both"):
             kv = lambda name, mod: self._run("attention", self.attn, mod, name, h, cache, pos, kv_only=True)
             a = self._mix("attention", self.attn, self.attn_experts, h, w, cache, pos, kv, dense)
-        else: a = self.attn(h, cos, sin, None if cache is None else cache["base"], pos)
+        else: a = self.attn(h, cos, sin, None if cache is None else cache["base"], pos, pad=pad)
         x = x + self.drop(a)
         h2 = self.ffn_norm(x)
         f = self._mix("ffn", self.ffn, self.ffn_experts, h2, w, None, pos, dense=dense) if self.sc.expert_site in ("ffn", "both") else self.ffn(h2)

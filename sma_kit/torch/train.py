@@ -21,8 +21,9 @@ from .model import DecoderLM
 from .shift import ShiftableLM, shift_loss, expert_targets
 
 # %% auto #0
-__all__ = ['XLA_HOOKS', 'pick_device', 'autocast_for', 'save_model', 'load_weights', 'load_model', 'eval_loss', 'lm_loss',
-           'Trainer', 'trainer_for', 'train_generalist', 'eval_domains', 'train_specialists']
+__all__ = ['XLA_HOOKS', 'pick_device', 'autocast_for', 'cpu_bf16_native', 'pick_precision', 'save_model', 'load_weights',
+           'load_model', 'eval_loss', 'clip_grads', 'lm_loss', 'Trainer', 'trainer_for', 'train_generalist',
+           'eval_domains', 'train_specialists']
 
 # %% ../../nbs/12_torch_train.ipynb #0e9f3501
 XLA_HOOKS: dict = {}   # filled by sma_kit.torch.xla when it is imported: "device" (xla_device) and "trainer" (see `trainer_for`)
@@ -43,9 +44,40 @@ def pick_device(device: str | torch.device = "auto") -> torch.device:
     return d
 
 def autocast_for(device: torch.device, precision: str = "auto"):
-    "bf16 autocast on CUDA with bf16 support (auto) or when asked; fp32 otherwise (CPU bf16 is slower without AMX)."
+    "bf16 autocast when asked, or on CUDA with bf16 support (auto); fp32 otherwise (a CPU's auto is decided by `pick_precision`)."
     use = precision == "bf16" or (precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
     return torch.autocast(device.type, dtype=torch.bfloat16) if use else contextlib.nullcontext()
+
+def cpu_bf16_native(cpuinfo: str | None = None) -> bool:
+    "Whether this CPU multiplies bf16 in hardware (the `avx512_bf16` or `amx_bf16` flag in /proc/cpuinfo)."
+    if cpuinfo is None:
+        try: cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError: return False
+    flags = next((l.split(":", 1)[1].split() for l in cpuinfo.splitlines() if l.startswith("flags")), [])
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+def _fwd_bwd_ms(model, x, precision: str, n: int = 3) -> float:
+    import time
+    best = float("inf")
+    for _ in range(n + 1):   # the first pass warms up (allocations, oneDNN kernels)
+        t = time.perf_counter()
+        with autocast_for(x.device, precision): loss = model(x, x)[1]
+        loss.backward()
+        best = min(best, time.perf_counter() - t)
+    for p in model.parameters(): p.grad = None
+    return best * 1000
+
+def pick_precision(model, device: torch.device, precision: str, batch_size: int, seq_len: int) -> str:
+    "'bf16' or 'fp32' for `precision` 'auto' on `device` (see the prose above); an explicit choice is kept."
+    if precision != "auto": return precision
+    if device.type == "cuda": return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type != "cpu" or not cpu_bf16_native(): return "fp32"
+    g = torch.Generator().manual_seed(0)   # random tokens and a private generator: data order and the global RNG are untouched
+    x = torch.randint(0, model.cfg.vocab_size, (batch_size, seq_len), generator=g).to(device)
+    was = model.training; model.train()
+    try: fp32, bf16 = _fwd_bwd_ms(model, x, "fp32"), _fwd_bwd_ms(model, x, "bf16")
+    finally: model.train(was)
+    return "bf16" if bf16 < 0.9 * fp32 else "fp32"
 
 # %% ../../nbs/12_torch_train.ipynb #9a7c03db
 def save_model(model, out_dir, tok=None, extra_json: dict | None = None):
@@ -91,6 +123,14 @@ def eval_loss(model, val: np.ndarray, seq_len: int, batch_size: int = 32, device
     return tot / n
 
 # %% ../../nbs/12_torch_train.ipynb #39ea757d
+def clip_grads(params, max_norm: float):
+    "Scale the gradients so their global norm is at most `max_norm` (as `clip_grad_norm_`, in two foreach calls on any device)."
+    gs = [p.grad for p in params if p.grad is not None]
+    if not gs: return torch.zeros(())
+    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(gs)))
+    torch._foreach_mul_(gs, (max_norm / (total + 1e-6)).clamp(max=1.0))
+    return total
+
 def lm_loss(model, x, y, dom):
     "Plain next-token cross-entropy."
     return model(x, y)[1], {}
@@ -108,7 +148,8 @@ class Trainer(TrainLoop):
         if not params: raise SmaError("the model has no trainable parameters")
         groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": tc.weight_decay},
                   {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-        self.opt = torch.optim.AdamW(groups, lr=tc.lr, betas=(tc.beta1, tc.beta2))
+        fused = {"fused": True} if self.device.type in ("cpu", "cuda") else {}   # one kernel for all parameters instead of a loop
+        self.opt = torch.optim.AdamW(groups, lr=tc.lr, betas=(tc.beta1, tc.beta2), **fused)
         self.total = tc.total_steps(sampler.total_windows)
         self.st = {"step": 0, "best_val": None, "best_step": None, "bad_evals": 0, "elapsed_s": 0.0, "tokens": 0}
 
@@ -158,6 +199,8 @@ class Trainer(TrainLoop):
     def _begin(self):
         self._params = [p for g in self.opt.param_groups for p in g["params"]]
         self.model.train()
+        self.precision = pick_precision(self.model, self.device, self.tc.precision, self.tc.batch_size, self.tc.seq_len)
+        if self.tc.compile and not getattr(self, "_compiled", False): self.model.compile(); self._compiled = True   # in place: same names
 
     def train_step(self):
         "One optimizer step: micro-batches, backward, clipping, AdamW. Adds the loss to `_loss_sum` without reading it back."
@@ -166,11 +209,11 @@ class Trainer(TrainLoop):
         for g in self.opt.param_groups: g["lr"] = lr
         for _ in range(tc.grad_accum):
             x, y, dom = (torch.from_numpy(a).to(dev, non_blocking=True) for a in self.sampler.next_batch(tc.batch_size))
-            with autocast_for(dev, tc.precision):
+            with autocast_for(dev, getattr(self, "precision", tc.precision)):
                 loss, self._extras = self.loss_fn(self.model, x, y, dom)
             (loss / tc.grad_accum).backward()
             self._loss_sum += loss.detach() / tc.grad_accum
-        if tc.grad_clip > 0: torch.nn.utils.clip_grad_norm_(self._params, tc.grad_clip)
+        if tc.grad_clip > 0: clip_grads(self._params, tc.grad_clip)
         self.opt.step(); self.opt.zero_grad(set_to_none=True)
         st["step"] += 1; st["tokens"] += tc.batch_size * tc.grad_accum * tc.seq_len
 
