@@ -1,147 +1,153 @@
-"""nanoGPT's CPU "baby GPT" recipe on tinyshakespeare, with sma_kit's generalist.
+"""nanoGPT's CPU "baby GPT" recipe: the kit's training step beside nanoGPT's own, in one process.
 
-Byte tokenizer, seq_len 64, batch 12, 4 layers, 4 heads, d_model 128, SwiGLU hidden 341 (3 x 128 x 341
-~= the 2 x 128 x 512 of a 4x MLP), 2000 steps, lr 1e-3 -> 1e-4, warmup 100, weight decay 0.1, beta2 0.99,
-clip 1.0, dropout 0. Validation loss is the kit's definition (every non-overlapping window of the last
-10%). Training tokens/s is compared, in the same process and interleaved, with a plain-PyTorch reference
-LM of the same shape built from nn.TransformerEncoderLayer (the layer the original generalist used).
+Shape: byte tokens (the kit's byte tokenizer, the same vocabulary for both), seq_len 64, batch 12, 4 layers,
+4 heads, d_model 128; nanoGPT's 4x GELU MLP against the kit's SwiGLU with hidden size 341 (3 x 128 x 341 ~=
+2 x 128 x 512: equal parameter budget), dropout 0, no biases (nanoGPT's train.py default). A step is the
+whole of it for both: forward, loss, backward, gradient clipping at 1.0, AdamW (weight decay on matrices only,
+beta2 0.99). The kit's step is `Trainer.train_step`, the code `sma_train_generalist` runs; nanoGPT's is its
+`GPT` from its own model.py with the optimizer its `configure_optimizers` builds.
 
-    SMA_DATA_DIR=../shared/data python benchmarks/baby_gpt.py [--steps 2000] [--out DIR]
+nanoGPT is not part of the repository: point `--nanogpt` (or the env var NANOGPT_DIR) at a checkout holding
+its model.py. The variants are timed in interleaved blocks (the machine is shared: each block runs every
+variant once, in turn) and the medians are reported with the load average before and after.
+
+    NANOGPT_DIR=path/to/nanoGPT SMA_DATA_DIR=path/to/data python benchmarks/baby_gpt.py [--blocks 7] [--block_steps 30]
+        [--variants kit,kit_compile,kit_bf16] [--loss_steps 0]
+
+`--loss_steps N` also trains both for N steps from the same seed with the recipe's schedule (lr 1e-3 -> 1e-4,
+warmup 100) and records their validation losses (the kit's definition: every non-overlapping window of the
+last 10%).
 """
-import argparse, json, math, statistics, tempfile, time
+import argparse, contextlib, importlib.util, json, os, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
 import numpy as np
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
-from common import machine, data_dir, write, RESULTS
+from common import machine, data_dir, write
 
-from sma_kit.config import ModelConfig, TrainConfig, lr_at
+from sma_kit.config import ModelConfig, TrainConfig, SmaError, lr_at
 from sma_kit.data import token_stream, split_stream, MixtureSampler, load_domain
 from sma_kit.tokenizer import byte_tokenizer
 from sma_kit.torch.model import DecoderLM
-from sma_kit.torch.train import train_generalist, eval_loss, load_model
+from sma_kit.torch.train import Trainer, eval_loss
 
 SEQ, BATCH, D, L, H = 64, 12, 128, 4, 4
 
 
-class ReferenceLM(nn.Module):
-    "Embedding + learned positions + nn.TransformerEncoderLayer x L (pre-norm, GELU, 4x MLP, causal) + tied head."
-    def __init__(self, vocab):
-        super().__init__()
-        self.tok, self.pos = nn.Embedding(vocab, D), nn.Embedding(SEQ, D)
-        layer = nn.TransformerEncoderLayer(D, H, 4 * D, dropout=0.0, activation="gelu", batch_first=True, norm_first=True, bias=False)
-        self.enc = nn.TransformerEncoder(layer, L, enable_nested_tensor=False)
-        self.norm = nn.LayerNorm(D, bias=False)
-        self.register_buffer("mask", nn.Transformer.generate_square_subsequent_mask(SEQ), persistent=False)
-        for p in self.parameters():
-            if p.dim() >= 2: nn.init.normal_(p, std=0.02)
-
-    def forward(self, idx, targets=None):
-        T = idx.shape[1]
-        h = self.tok(idx) + self.pos(torch.arange(T, device=idx.device))
-        h = self.norm(self.enc(h, mask=self.mask[:T, :T], is_causal=True))
-        logits = h @ self.tok.weight.T
-        return logits if targets is None else (logits, F.cross_entropy(logits.flatten(0, 1), targets.flatten()))
+def load_nanogpt(path):
+    "nanoGPT's model module, imported from its file (never copied into the repository)."
+    f = Path(path or "") / "model.py"
+    if not path or not f.is_file(): sys.exit("error: give nanoGPT's checkout with --nanogpt DIR or NANOGPT_DIR (it must hold model.py)")
+    spec = importlib.util.spec_from_file_location("nanogpt_model", f)
+    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+    return mod
 
 
-def adamw(model, tc):
-    ps = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.AdamW([{"params": [p for p in ps if p.dim() >= 2], "weight_decay": tc.weight_decay},
-                              {"params": [p for p in ps if p.dim() < 2], "weight_decay": 0.0}], lr=tc.lr, betas=(tc.beta1, tc.beta2))
+def context() -> dict:
+    "Commit and load: what a number on a shared machine needs beside it."
+    try: commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip()
+    except OSError: commit = ""
+    return {"commit": commit, "loadavg": list(os.getloadavg())}
 
 
-def timed_steps(model, opt, sampler, n):
-    "Seconds for n full training steps (forward, backward, clip, AdamW)."
-    model.train(); t = time.perf_counter()
-    for _ in range(n):
-        x, y, _ = sampler.next_batch(BATCH)
-        _, loss = model(torch.from_numpy(x), torch.from_numpy(y))
-        loss.backward(); torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0); opt.step(); opt.zero_grad(set_to_none=True)
-    return time.perf_counter() - t
+class NanoStep:
+    "nanoGPT's step: its GPT, its AdamW groups, clipping at 1.0."
+    def __init__(self, ng, vocab, tc, sampler, quiet=True):
+        torch.manual_seed(0)
+        cfg = ng.GPTConfig(block_size=SEQ, vocab_size=vocab, n_layer=L, n_head=H, n_embd=D, dropout=0.0, bias=False)
+        with contextlib.redirect_stdout(open(os.devnull, "w")) if quiet else contextlib.nullcontext():
+            self.model = ng.GPT(cfg)
+            self.opt = self.model.configure_optimizers(tc.weight_decay, tc.lr, (tc.beta1, tc.beta2), "cpu")
+        self.sampler, self.tc, self.step_n, self.loss = sampler, tc, 0, None
+
+    def step(self, total=None):
+        if total:
+            for g in self.opt.param_groups: g["lr"] = lr_at(self.step_n, self.tc, total)
+        x, y, _ = self.sampler.next_batch(BATCH)
+        _, loss = self.model(torch.from_numpy(np.ascontiguousarray(x)).long(), torch.from_numpy(np.ascontiguousarray(y)).long())
+        loss.backward(); torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.opt.step(); self.opt.zero_grad(set_to_none=True)
+        self.step_n += 1; self.loss = loss.detach()
 
 
-def train_reference(train, val, tc, steps, vocab):
-    torch.manual_seed(tc.seed)
-    ref = ReferenceLM(vocab); opt = adamw(ref, tc); s = MixtureSampler({"general": train}, SEQ, seed=tc.seed)
-    curve = []
-    for step in range(steps):
-        for g in opt.param_groups: g["lr"] = lr_at(step, tc, steps)
-        x, y, _ = s.next_batch(BATCH)
-        _, loss = ref(torch.from_numpy(x), torch.from_numpy(y))
-        loss.backward(); torch.nn.utils.clip_grad_norm_(ref.parameters(), 1.0); opt.step(); opt.zero_grad(set_to_none=True)
-        if (step + 1) % 250 == 0 or step + 1 == steps:
-            curve.append({"step": step + 1, "val_loss": eval_loss(ref, val, SEQ)})
-    return ref, curve
+class KitStep:
+    "The kit's step: `Trainer.train_step` on a `DecoderLM` (precision and compile as the CLI sets them)."
+    def __init__(self, vocab, tc, sampler, out):
+        torch.manual_seed(0)
+        self.model = DecoderLM(ModelConfig(vocab_size=vocab, d_model=D, n_layers=L, n_heads=H, ffn_dim=341, dropout=0.0, max_seq_len=SEQ))
+        self.tr = Trainer(self.model, None, sampler, {}, tc, out, "cpu", progress=False)
+        self.tr._begin(); self.tr._zero_loss()
+
+    def step(self, total=None):
+        if total: self.tr.total = total
+        self.tr.train_step()
+
+
+def timed(stepper, n) -> float:
+    t = time.perf_counter()
+    for _ in range(n): stepper.step()
+    return (time.perf_counter() - t) / n * 1000
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=2000)
-    ap.add_argument("--blocks", type=int, default=6, help="interleaved timing blocks per model")
-    ap.add_argument("--block_steps", type=int, default=40)
-    ap.add_argument("--out", default=None)
+    ap.add_argument("--nanogpt", default=os.environ.get("NANOGPT_DIR"))
+    ap.add_argument("--blocks", type=int, default=7, help="interleaved timing blocks per variant")
+    ap.add_argument("--block_steps", type=int, default=30)
+    ap.add_argument("--variants", default="kit,kit_compile,kit_bf16")
+    ap.add_argument("--loss_steps", type=int, default=0)
+    ap.add_argument("--name", default="baby_gpt")
     args = ap.parse_args()
+    ng = load_nanogpt(args.nanogpt)
     src = data_dir() / "general" / "tinyshakespeare"
-    out = Path(args.out or tempfile.mkdtemp(prefix="baby_gpt_"))
-    tc = TrainConfig(batch_size=BATCH, seq_len=SEQ, max_steps=args.steps, lr=1e-3, min_lr=1e-4, warmup_steps=100,
-                     weight_decay=0.1, beta2=0.99, grad_clip=1.0, eval_every=250, log_every=50, seed=1337)
-    cfg = dict(d_model=D, n_layers=L, n_heads=H, ffn_dim=341, dropout=0.0, max_seq_len=SEQ)
-
-    t0 = time.time()
-    res = train_generalist(src, out / "sma", cfg, tc, tokenizer="byte", device="cpu", overwrite=True, progress=False)
-    ours_wall = time.time() - t0
-    recs = [json.loads(l) for l in (out / "sma" / "metrics.jsonl").read_text().splitlines()]
-
     tok = byte_tokenizer()
     train, val = split_stream(token_stream(load_domain([src / "input.txt"])["text"], tok), 0.1)
-    t0 = time.time()
-    ref, ref_curve = train_reference(train, val, tc, args.steps, tok.vocab_size)
-    ref_wall = time.time() - t0
-
-    # interleaved same-harness throughput: fresh models, same sampler settings, alternating blocks
-    torch.manual_seed(0)
-    models = {"sma_kit": DecoderLM(ModelConfig(vocab_size=tok.vocab_size, **cfg)), "reference": ReferenceLM(tok.vocab_size)}
-    opts = {k: adamw(m, tc) for k, m in models.items()}
-    samplers = {k: MixtureSampler({"general": train}, SEQ, seed=1) for k in models}
-    for k in models: timed_steps(models[k], opts[k], samplers[k], 10)  # warm up
-    times = {k: [] for k in models}
+    out = Path(tempfile.mkdtemp(prefix="baby_gpt_"))
+    base = dict(batch_size=BATCH, seq_len=SEQ, max_steps=10**6, lr=1e-3, min_lr=1e-4, warmup_steps=100, weight_decay=0.1,
+                beta2=0.99, grad_clip=1.0, seed=1337)
+    kit_tc = {"kit": TrainConfig(**base, precision="fp32"), "kit_compile": TrainConfig(**base, precision="fp32", compile=True),
+              "kit_bf16": TrainConfig(**base, precision="bf16"), "kit_auto": TrainConfig(**base, precision="auto")}
+    names = ["nanoGPT", *args.variants.split(",")]
+    steppers = {"nanoGPT": NanoStep(ng, tok.vocab_size, TrainConfig(**base), MixtureSampler({"g": train}, SEQ, seed=1))}
+    for k in names[1:]:
+        if k not in kit_tc: sys.exit(f"error: unknown variant {k!r}; choose from {sorted(kit_tc)}")
+        steppers[k] = KitStep(tok.vocab_size, kit_tc[k], MixtureSampler({"g": train}, SEQ, seed=1), out / k)
+    params = {"nanoGPT": sum(p.numel() for p in steppers["nanoGPT"].model.parameters())}
+    params.update({k: steppers[k].model.num_params() for k in names[1:]})
+    ctx0 = context()
+    for k in names: timed(steppers[k], 5)          # warm up (and compile)
+    ms = {k: [] for k in names}
     for _ in range(args.blocks):
-        for k in models: times[k].append(timed_steps(models[k], opts[k], samplers[k], args.block_steps))
-    tps = {k: statistics.median(args.block_steps * BATCH * SEQ / t for t in v) for k, v in times.items()}
-
-    n_ref = sum(p.numel() for p in models["reference"].parameters())
+        for k in names: ms[k].append(timed(steppers[k], args.block_steps))
+    med = {k: statistics.median(v) for k, v in ms.items()}
     result = {
-        "recipe": "nanoGPT baby GPT (CPU): byte tokens, seq 64, batch 12, 4L/4H/d128, 2000 steps, lr 1e-3->1e-4, warmup 100, wd 0.1, beta2 0.99, clip 1, dropout 0",
-        "steps": args.steps,
-        "sma_kit": {"params": res["n_params"], "best_val_loss": res["best_val_loss"], "best_step": res["best_step"],
-                    "final_val_loss": res["last_val"].get("val_loss"), "wall_s": ours_wall,
-                    "val_curve": [{"step": r["step"], "val_loss": r["val_loss"]} for r in recs if "val_loss" in r]},
-        "reference_TransformerEncoderLayer": {"params": n_ref, "final_val_loss": ref_curve[-1]["val_loss"], "wall_s": ref_wall, "val_curve": ref_curve},
-        "nanoGPT_reported_val_loss": 1.898,
-        "target_val_loss": 1.80,
-        "train_tokens_per_s": tps,
-        "tokens_per_s_ratio_sma_over_reference": tps["sma_kit"] / tps["reference"],
-        "timing": {"blocks": args.blocks, "block_steps": args.block_steps, "per_block_s": times},
-        "machine": machine(),
+        "recipe": "nanoGPT baby GPT (CPU): byte tokens, seq 64, batch 12, 4L/4H/d128, dropout 0, AdamW (wd 0.1, beta2 0.99), clip 1.0",
+        "params": params, "median_step_ms": med,
+        "speed_vs_nanoGPT": {k: med["nanoGPT"] / med[k] for k in names[1:]},
+        "timing": {"blocks": args.blocks, "block_steps": args.block_steps, "step_ms_per_block": ms},
+        "machine": machine(), **ctx0, "loadavg_after": list(os.getloadavg()),
     }
-    write("baby_gpt", result)
+    if args.loss_steps:
+        result["loss"] = loss_run(ng, tok, train, val, base, args.loss_steps, out)
+    write(args.name, result)
+    print(json.dumps({k: result[k] for k in ("median_step_ms", "speed_vs_nanoGPT", "loadavg", "loadavg_after")}, indent=1))
 
-    import matplotlib; matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 4))
-    tr = [(r["step"], r["train_loss"]) for r in recs]
-    ax.plot(*zip(*tr), label="sma_kit train (50-step mean)", alpha=0.6)
-    ax.plot(*zip(*[(c["step"], c["val_loss"]) for c in result["sma_kit"]["val_curve"]]), "o-", label="sma_kit validation")
-    ax.plot(*zip(*[(c["step"], c["val_loss"]) for c in ref_curve]), "s--", label="reference (TransformerEncoderLayer) validation")
-    ax.axhline(1.898, color="grey", ls=":", label="nanoGPT baby GPT, 1.898")
-    ax.axhline(1.80, color="red", ls=":", label="target 1.80")
-    ax.set_xlabel("step"); ax.set_ylabel("cross-entropy (nats/byte)"); ax.set_ylim(1.3, 3.0); ax.legend(fontsize=8); ax.grid(alpha=0.3)
-    ax.set_title("Baby GPT recipe on tinyshakespeare")
-    fig.tight_layout(); fig.savefig(RESULTS / "baby_gpt_loss.png", dpi=120)
-    print(json.dumps({k: result[k] for k in ("tokens_per_s_ratio_sma_over_reference", "train_tokens_per_s")}, indent=1))
-    print(f"sma_kit best val {res['best_val_loss']:.4f}, reference final val {ref_curve[-1]['val_loss']:.4f}")
+
+def loss_run(ng, tok, train, val, base, steps, out) -> dict:
+    "Both trained `steps` steps with the recipe's schedule; validation loss every quarter."
+    res = {}
+    for k in ("nanoGPT", "kit"):
+        tc = TrainConfig(**{**base, "max_steps": steps}, precision="fp32")
+        s = MixtureSampler({"g": train}, SEQ, seed=tc.seed)
+        st = NanoStep(ng, tok.vocab_size, tc, s) if k == "nanoGPT" else KitStep(tok.vocab_size, tc, s, out / "loss")
+        curve, t = [], time.perf_counter()
+        for i in range(steps):
+            st.step(total=steps)
+            if (i + 1) % max(1, steps // 4) == 0: curve.append({"step": i + 1, "val_loss": eval_loss(st.model, val, SEQ)})
+        res[k] = {"val_curve": curve, "wall_s": time.perf_counter() - t}
+    return res
 
 
 if __name__ == "__main__":
-    main()
+    try: main()
+    except KeyboardInterrupt: print("interrupted"); sys.exit(130)
+    except SmaError as e: print(f"error: {e}"); sys.exit(2)

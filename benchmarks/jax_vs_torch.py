@@ -53,24 +53,18 @@ def jax_stepper(cfg, tc, stream, mesh_shape="1,1", devices=None):
 
 
 def torch_stepper(cfg, tc, stream):
-    "A function running n steps of the PyTorch trainer's inner loop (the same ops as Trainer.fit)."
+    "A function running n steps of the PyTorch trainer (`Trainer.train_step`, what `Trainer.fit` runs)."
     import torch
-    from sma_kit.config import lr_at
     from sma_kit.data import MixtureSampler
     from sma_kit.torch.model import DecoderLM
+    from sma_kit.torch.train import Trainer as TorchTrainer
     torch.manual_seed(0)
-    m = DecoderLM(cfg).train()
-    ps = [p for p in m.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW([{"params": [p for p in ps if p.dim() >= 2], "weight_decay": tc.weight_decay},
-                             {"params": [p for p in ps if p.dim() < 2], "weight_decay": 0.0}], lr=tc.lr, betas=(tc.beta1, tc.beta2))
-    s = MixtureSampler({"g": stream}, SEQ, seed=1)
+    t = TorchTrainer(DecoderLM(cfg), None, MixtureSampler({"g": stream}, SEQ, seed=1), {}, tc, tempfile.mkdtemp(), "cpu", progress=False)
+    t._begin()
     def run(n):
-        for i in range(n):
-            for g in opt.param_groups: g["lr"] = lr_at(i, tc, 2000)
-            x, y, _ = s.next_batch(tc.batch_size)
-            _, loss = m(torch.from_numpy(x), torch.from_numpy(y))
-            loss.backward(); torch.nn.utils.clip_grad_norm_(ps, tc.grad_clip); opt.step(); opt.zero_grad(set_to_none=True)
-        return float(loss.detach())
+        t._zero_loss()
+        for _ in range(n): t.train_step()
+        return float(t._loss_sum)
     return run
 
 
@@ -187,6 +181,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--block", type=int, default=10)
     ap.add_argument("--skip_recipe", action="store_true")
+    ap.add_argument("--default_only", action="store_true", help="only the default-threads step ratio (results/jax_vs_torch_default.json)")
     ap.add_argument("--single_thread_child", action="store_true")
     ap.add_argument("--devices_child", action="store_true")
     args = ap.parse_args()
@@ -202,6 +197,14 @@ def main():
                         BATCH * SEQ, args.block, "jax", "torch")
     print(f"default threads, wall clock: JAX/PyTorch tokens/s = {default['ratio_jax_over_torch']:.2f} "
           f"({default['tokens_per_s_median']['jax']:.0f} vs {default['tokens_per_s_median']['torch']:.0f})", flush=True)
+    if args.default_only:
+        import subprocess as sp
+        commit = sp.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
+        return write("jax_vs_torch_default", {"train_step_default_threads_wall_clock": default, "target_ratio": 0.9, "commit": commit,
+                                              "shape": {"vocab_size": 258, **SHAPE, "batch_size": BATCH, "seq_len": SEQ},
+                                              "timing": {"rounds": args.rounds, "block_steps": args.block},
+                                              "load_average_before_after": [load_before, os.getloadavg()],
+                                              "machine": {**machine(), "jax": jax.__version__, "flax": flax.__version__}})
     single = child("--single_thread_child", {"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false",
                                              "OMP_NUM_THREADS": "1"}, args.rounds, args.block)
     print(f"one thread each, CPU time: JAX/PyTorch tokens/s = {single['ratio_jax_over_torch']:.2f} "
