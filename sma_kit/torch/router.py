@@ -16,7 +16,7 @@ from fastcore.basics import patch
 from safetensors.torch import save_file, load_file
 from ..config import SmaError
 from ..checkpoint import atomic_write, read_safetensors_header, check_tensor_names
-from ..generate import Completion, complete_with, score_pairs
+from ..generate import Completion, PaddedStepper, complete_with, score_pairs
 from ..tokenizer import load_tokenizer
 from ..router import (ROUTER_JSON, ROUTER_WEIGHTS, check_mode, check_tokenizers, is_router_dir, member_names, parse_member,
                             read_router_json, resolve_member, router_json)
@@ -52,12 +52,16 @@ def take_cache_rows(cache, rows):
     cache.batch_select_indices(rows)
     return cache
 
-def member_step(m, ids, cache=None, pos: int = 0):
-    "(last hidden [B, T, H], logits [B, T, V]) of member `m` on `ids`, through `cache` at position `pos` when given."
+def member_step(m, ids, cache=None, pos: int = 0, pad=None):
+    "(last hidden [B, T, H], logits [B, T, V]) of member `m` on `ids`, through `cache` at position `pos` when given; `pad` [B]: left-padding slots per row."
     if not is_hf(m):
-        h = m.hidden(ids, cache, pos)
+        h = m.hidden(ids, cache, pos) if pad is None else m.hidden(ids, cache, pos, pad=pad)
         return h, m.head(h)
     kw = {} if cache is None else {"cache" if "cache" in inspect.signature(m.forward).parameters else "past_key_values": cache}
+    if pad is not None:       # transformers' left padding: a mask over past + current slots, positions from each row's first token
+        slots = torch.arange(pos + ids.shape[1], device=ids.device)
+        kw["attention_mask"] = (slots[None] >= pad[:, None]).long()
+        kw["position_ids"] = (slots[pos:][None] - pad[:, None]).clamp(min=0)
     out = m(input_ids=ids, use_cache=cache is not None, output_hidden_states=True, **kw)
     return out.hidden_states[-1], out.logits
 
@@ -103,19 +107,19 @@ class RouterEnsemble(nn.Module):
     def __repr__(self): return f"RouterEnsemble({self.names}, head_hidden_dim={self.head_hidden_dim}, mode={self.mode})"
 
 # %% ../../nbs/14_torch_router.ipynb #2bdcf886
-def _member_outputs(ens: RouterEnsemble, ids, caches=None, pos: int = 0):
+def _member_outputs(ens: RouterEnsemble, ids, caches=None, pos: int = 0, pad=None):
     "(hidden states, log-probs) of every member, without gradients."
     hs, lps = [], []
     with torch.no_grad():
         for i, m in enumerate(ens.members):
-            h, lg = member_step(m, ids, None if caches is None else caches[i], pos)
+            h, lg = member_step(m, ids, None if caches is None else caches[i], pos, pad)
             hs.append(h.float()); lps.append(F.log_softmax(lg[..., :ens.vocab_size].float(), -1))
     return hs, torch.stack(lps)
 
 @patch
-def forward(self: RouterEnsemble, ids, caches=None, pos: int = 0) -> RouterOutput:
-    "`RouterOutput` of token ids [B, T] (see above)."
-    hs, lps = _member_outputs(self, ids, caches, pos)
+def forward(self: RouterEnsemble, ids, caches=None, pos: int = 0, pad=None) -> RouterOutput:
+    "`RouterOutput` of token ids [B, T] (see above); `pad` [B]: left-padding slots per row (decoding)."
+    hs, lps = _member_outputs(self, ids, caches, pos, pad)
     scores = torch.cat([head(h) for head, h in zip(self.heads, hs)], -1)
     return RouterOutput(lps, scores, route_weights(scores))
 
@@ -251,24 +255,23 @@ def from_pretrained(cls: RouterEnsemble, models, weights_path=None, device="auto
     return ens.eval(), tok
 
 # %% ../../nbs/14_torch_router.ipynb #46d39570
-class EnsembleStepper:
-    "The ensemble side of `complete` for a batch of equal-length prompts (see `sma_kit.generate.complete_with`)."
+class EnsembleStepper(PaddedStepper):
+    "The ensemble side of `complete` for a batch of prompts of any lengths, left padded (see `sma_kit.generate.PaddedStepper`)."
     def __init__(self, ens: RouterEnsemble, rows, temperature, top_k, top_p, gen, mode: str = "select"):
-        self.ens, self.sampling, self.gen, self.mode = ens, (temperature, top_k, top_p), gen, check_mode(mode)
-        self.W = int(ens.window); self.keep_len = max(1, self.W - max(1, self.W // 4))
-        self.hist = torch.tensor(rows, dtype=torch.long, device=_device(ens))
+        self.ens, self.sampling, self.gen, self.mode, self.dev = ens, (temperature, top_k, top_p), gen, check_mode(mode), _device(ens)
         self.pending = deque()     # (token, member) of the last sample, row by row
-        self._prefill()
+        super().__init__(rows, ens.window)
 
-    def _prefill(self):
-        self.caches = [new_member_cache(m, self.hist.shape[0]) for m in self.ens.members]
-        self._run(self.hist, 0); self.cur = self.hist.shape[1]
+    def encode(self, ids, pad):
+        self.pad = torch.from_numpy(pad).to(self.dev) if pad.any() else None
+        self.caches = [new_member_cache(m, len(ids)) for m in self.ens.members]
+        self._run(torch.from_numpy(ids).to(self.dev), 0)
 
     def _run(self, ids, pos: int):
-        out = self.ens(ids, self.caches, pos)
+        out = self.ens(ids, self.caches, pos, self.pad)
         self.lp, self.lw = out.logprobs[:, :, -1], log_route_weights(out.scores[:, -1])   # [N, B, V], [B, N]
 
-    def sample(self) -> list[int]:
+    def pick(self) -> list[int]:
         t, k, p = self.sampling
         rows = torch.arange(self.lp.shape[1], device=self.lp.device)
         if self.mode == "select":
@@ -282,16 +285,13 @@ class EnsembleStepper:
         self.pending = deque(zip(toks, who.tolist()))
         return toks
 
-    def advance(self, keep: list[int]):
-        hist, nxt = torch.cat([self.hist, self.nxt[:, None]], 1)[:, -self.W:], self.nxt
-        if len(keep) < len(hist):
-            idx = torch.tensor(keep, device=hist.device)
-            hist, nxt, self.caches = hist[idx], nxt[idx], [take_cache_rows(c, idx) for c in self.caches]
-        self.hist = hist
-        if self.cur >= self.W:                              # window full: slide and re-encode
-            self.hist = hist[:, -self.keep_len:]; self._prefill()
-        else:
-            self._run(nxt[:, None], self.cur); self.cur += 1
+    def step(self, keep: list[int]):
+        nxt = self.nxt
+        if len(keep) < len(nxt):
+            idx = torch.tensor(keep, device=nxt.device)
+            nxt, self.caches = nxt[idx], [take_cache_rows(c, idx) for c in self.caches]
+            if self.pad is not None: self.pad = self.pad[idx]
+        self._run(nxt[:, None], self.cur)
 
 # %% ../../nbs/14_torch_router.ipynb #fc666832
 @dataclass
