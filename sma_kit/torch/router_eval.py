@@ -4,16 +4,19 @@
 
 # %% ../../nbs/16_torch_router_eval.ipynb #9b56ef57
 from __future__ import annotations
-import math
+import math, unicodedata
+from collections import Counter
 import numpy as np
 import torch
 from ..config import SmaError
 from ..data import val_windows
 from ..eval import eval_domains_with
+from ..generate import TextLM, score_pairs
 from .router import RouterEnsemble, gold_logprobs, log_route_weights, _device
 
 # %% auto #0
-__all__ = ['router_domain_stats', 'eval_router_domains', 'router_rows']
+__all__ = ['KINDS', 'router_domain_stats', 'eval_router_domains', 'router_rows', 'token_kind', 'decision_patterns',
+           'loglik_members', 'RecordingLM', 'member_lms']
 
 # %% ../../nbs/16_torch_router_eval.ipynb #b238df9d
 @torch.no_grad()
@@ -68,3 +71,74 @@ def router_rows(res: dict, names: list[str]) -> tuple[list[dict], list[str]]:
              **{f"share {n}": r["share"][n] for n in names}, **{f"ppl {n}": m["perplexity"] for n, m in r.get("members", {}).items()}}
             for d, r in res.items()]
     return rows, cols
+
+# %% ../../nbs/16_torch_router_eval.ipynb #67dc6e76
+KINDS = ("digits", "words", "punctuation", "space", "mixed")
+
+def token_kind(text: str) -> str:
+    "digits, words, punctuation, space or mixed: the kind of a token's text, surrounding whitespace ignored."
+    t = text.strip()
+    if not t: return "space"
+    if t.isdigit(): return "digits"
+    if t.isalpha(): return "words"
+    if all(unicodedata.category(c).startswith(("P", "S")) for c in t): return "punctuation"
+    return "mixed"
+
+def decision_patterns(records, tok, names: list[str]) -> dict:
+    "`{kind: {'tokens': n, 'share': {member: fraction}}}` (kinds present, plus `all`) of `(ids, members)` records."
+    counts = {}
+    for ids, members in records:
+        for t, m in zip(ids, members):
+            for k in (token_kind(tok.decode([int(t)])), "all"): counts.setdefault(k, Counter())[int(m)] += 1
+    out = {}
+    for k in (*KINDS, "all"):
+        if k not in counts: continue
+        n = sum(counts[k].values())
+        out[k] = {"tokens": n, "share": {name: counts[k][i] / n for i, name in enumerate(names)}}
+    return out
+
+# %% ../../nbs/16_torch_router_eval.ipynb #889f437c
+@torch.no_grad()
+def loglik_members(ens: RouterEnsemble, tok, pairs, batch_size: int = 16, mode: str = "mix") -> tuple[list[float], list]:
+    "(`loglik` of the pairs, `(continuation ids, top-weight member)` of every scored pair)."
+    from sma_kit.torch.router import token_logprobs
+    dev, recs = _device(ens), []
+    def score(inp, tgt):
+        t = torch.from_numpy(tgt).to(dev)
+        out = ens(torch.from_numpy(inp).to(dev))
+        top = out.weights.argmax(-1)
+        for row, who in zip(tgt, top.cpu().numpy()): recs.append((row[row >= 0].tolist(), who[row >= 0].tolist()))
+        return [float(r.sum()) for r in token_logprobs(out, t, mode)]
+    was = ens.training; ens.eval()
+    try: return score_pairs(score, tok, pairs, ens.window, batch_size), recs
+    finally: ens.train(was)
+
+class RecordingLM:
+    "A router's `TextLM` that keeps which member produced (or scored) every token (see above)."
+    def __init__(self, lm: TextLM):
+        if not isinstance(lm.model, RouterEnsemble): raise SmaError(f"{lm.name}: RecordingLM wraps a router ensemble, not {type(lm.model).__name__}")
+        self.lm, self.records = lm, []
+    def __getattr__(self, k): return getattr(self.lm, k)
+    @property
+    def kind(self) -> str: return "router"
+    def generate(self, prompts, max_new_tokens: int = 128, temperature: float = 0.0, top_k=None, top_p=None, stop=None, seed=0) -> list[str]:
+        cs = self.lm.complete(prompts, max_new_tokens, temperature, top_k, top_p, stop, seed)
+        self.records += [(c.ids, c.members) for c in cs if hasattr(c, "members")]
+        return [c.text for c in cs]
+    def loglik(self, pairs, batch_size: int | None = None) -> list[float]:
+        ll, recs = loglik_members(self.lm.model, self.lm.tok, pairs, batch_size or self.lm.batch_size, self.lm.model.mode)
+        self.records += recs
+        return ll
+    def take_patterns(self) -> dict:
+        "Decision patterns of the records so far; the records are cleared."
+        recs, self.records = self.records, []
+        return decision_patterns(recs, self.lm.tok, self.lm.model.names)
+
+def member_lms(lm: TextLM) -> list[TextLM]:
+    "Each member of a router's `TextLM` alone, named `router[member]` (one-member ensembles over the loaded members)."
+    ens, out = lm.model, []
+    for m, name, h in zip(ens.members, ens.names, ens.hidden_sizes):
+        solo = RouterEnsemble([m], [name], [h], head_hidden_dim=1, head_dropout=0.0)
+        solo.vocab_size, solo.tok, solo.mode, solo.window = ens.vocab_size, ens.tok, "select", ens.window
+        out.append(TextLM(solo.eval(), lm.tok, f"{lm.name}[{name}]", batch_size=lm.batch_size, backend=lm.B))
+    return out
