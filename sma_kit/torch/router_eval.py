@@ -16,7 +16,7 @@ from .router import RouterEnsemble, gold_logprobs, log_route_weights, _device
 
 # %% auto #0
 __all__ = ['KINDS', 'router_domain_stats', 'eval_router_domains', 'router_rows', 'token_kind', 'decision_patterns',
-           'loglik_members', 'RecordingLM', 'member_lms']
+           'patterns_line', 'loglik_members', 'RecordingLM', 'member_lms']
 
 # %% ../../nbs/16_torch_router_eval.ipynb #b238df9d
 @torch.no_grad()
@@ -96,6 +96,10 @@ def decision_patterns(records, tok, names: list[str]) -> dict:
         n = sum(counts[k].values())
         out[k] = {"tokens": n, "share": {name: counts[k][i] / n for i, name in enumerate(names)}}
     return out
+
+def patterns_line(pat: dict) -> str:
+    "One printed line of decision patterns: each kind's token count and member shares."
+    return "  ".join(f"{k} ({v['tokens']}): " + " ".join(f"{m} {s:.2f}" for m, s in v["share"].items()) for k, v in pat.items())
 
 # %% ../../nbs/16_torch_router_eval.ipynb #889f437c
 @torch.no_grad()
