@@ -376,6 +376,7 @@ def evaluate_main(model_dirs, datasets=None, sample_size: int | None = None, see
                 r = run_dataset(v, ds, data[ds], max_new_tokens, temperature, seed, timeout, progress)
                 r["seconds"] = round(time.perf_counter() - t0, 3)
                 ex = r.pop("examples")
+                if hasattr(v, "mark"): ex = v.mark(ex)      # a router: generated tokens marked by member
                 examples[ds] += [dict(model=v.name, dataset=ds, **e) for e in ex[:num_examples]]
                 if debug and ex: log(f"[debug] {ds} {v.name} first item: {json.dumps(ex[0], ensure_ascii=False)[:1000]}")
                 results[ds][v.name] = r

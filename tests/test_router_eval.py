@@ -91,7 +91,7 @@ def test_evaluate_router_dir_with_members_and_decisions(routers, medqa, tmp_path
 
 def test_evaluate_router_gsm8k_decisions(routers, data_dir, tmp_path):
     p = run_cli("sma_evaluate", "--model_dirs", routers / "router", "--datasets", "gsm8k,pubmedqa", "--sample_size", 2, "--max_new_tokens", 8,
-                "--gsm8k_shots", 0, "--device", "cpu", "--output_dir", tmp_path / "o", "--quiet", "--no_plots", "--only_ensemble",
+                "--gsm8k_shots", 0, "--device", "cpu", "--output_dir", tmp_path / "o", "--quiet", "--no_plots", "--only_ensemble", "--save_examples",
                 env={"SMA_DATA_DIR": str(data_dir)})
     assert p.returncode == 0, p.stderr
     res = json.loads((tmp_path / "o" / "results.json").read_text())["results"]
@@ -99,6 +99,8 @@ def test_evaluate_router_gsm8k_decisions(routers, data_dir, tmp_path):
         d = res[ds]["router"]["decisions"]
         assert d["all"]["tokens"] > 0 and math.isclose(sum(d["all"]["share"].values()), 1.0)
         assert sum(v["tokens"] for k, v in d.items() if k != "all") == d["all"]["tokens"]
+    ex = [json.loads(l) for l in (tmp_path / "o" / "examples" / "gsm8k.jsonl").read_text().splitlines()]
+    assert len(ex) == 2 and all(e["marked"].startswith(("[gen]", "[fin]")) for e in ex), ex
 
 
 def test_evaluate_bad_router_dir_is_one_line(routers, medqa, tmp_path):

@@ -16,7 +16,7 @@ from .router import RouterEnsemble, gold_logprobs, log_route_weights, token_logp
 
 # %% auto #0
 __all__ = ['KINDS', 'router_domain_stats', 'eval_router_domains', 'router_rows', 'token_kind', 'decision_patterns',
-           'patterns_line', 'loglik_members', 'RecordingLM', 'member_lms']
+           'patterns_line', 'loglik_members', 'marked_text', 'RecordingLM', 'member_lms']
 
 # %% ../../nbs/16_torch_router_eval.ipynb #b238df9d
 @torch.no_grad()
@@ -116,25 +116,38 @@ def loglik_members(ens: RouterEnsemble, tok, pairs, batch_size: int = 16, mode: 
     try: return score_pairs(score, tok, pairs, ens.window, batch_size), recs
     finally: ens.train(was)
 
+def marked_text(ids, members, tok, names: list[str]) -> str:
+    "The generated tokens with each run of one member's tokens prefixed by `[member]` (stop strings included)."
+    out, run, who = [], [], None
+    for t, m in zip(list(ids) + [None], list(members) + [None]):
+        if m != who and run: out.append(f"[{names[who]}]" + tok.decode(run)); run = []
+        if t is not None: run.append(int(t)); who = m
+    return "".join(out)
+
 class RecordingLM:
     "A router's `TextLM` that keeps which member produced (or scored) every token (see above)."
     def __init__(self, lm: TextLM):
         if not isinstance(lm.model, RouterEnsemble): raise SmaError(f"{lm.name}: RecordingLM wraps a router ensemble, not {type(lm.model).__name__}")
-        self.lm, self.records = lm, []
+        self.lm, self.records, self.generated = lm, [], []
     def __getattr__(self, k): return getattr(self.lm, k)
     @property
     def kind(self) -> str: return "router"
     def generate(self, prompts, max_new_tokens: int = 128, temperature: float = 0.0, top_k=None, top_p=None, stop=None, seed=0) -> list[str]:
         cs = self.lm.complete(prompts, max_new_tokens, temperature, top_k, top_p, stop, seed)
-        self.records += [(c.ids, c.members) for c in cs if hasattr(c, "members")]
+        recs = [(c.ids, c.members) for c in cs if hasattr(c, "members")]
+        self.records += recs; self.generated += recs
         return [c.text for c in cs]
     def loglik(self, pairs, batch_size: int | None = None) -> list[float]:
         ll, recs = loglik_members(self.lm.model, self.lm.tok, pairs, batch_size or self.lm.batch_size, self.lm.model.mode)
         self.records += recs
         return ll
+    def mark(self, examples: list[dict]) -> list[dict]:
+        "`examples` with `marked` (see `marked_text`) when the records hold one generation per example, in order."
+        if len(self.generated) != len(examples): return examples
+        return [dict(e, marked=marked_text(ids, who, self.lm.tok, self.lm.model.names)) for e, (ids, who) in zip(examples, self.generated)]
     def take_patterns(self) -> dict:
         "Decision patterns of the records so far; the records are cleared."
-        recs, self.records = self.records, []
+        recs, self.records, self.generated = self.records, [], []
         return decision_patterns(recs, self.lm.tok, self.lm.model.names)
 
 def member_lms(lm: TextLM) -> list[TextLM]:
