@@ -19,7 +19,7 @@ from .router import is_router_dir, check_mode
 # %% auto #0
 __all__ = ['EXTRA_OF', 'RENAME', 'DEMO_MODEL', 'DEMO_LR', 'cli_errors', 'check_backend', 'require', 'format_table', 'json_text',
            'gate_table', 'final_line', 'run_flags', 'train_generalist', 'train_specialists', 'load_flags', 'generate',
-           'eval_lm', 'demo_run', 'demo']
+           'eval_router', 'eval_lm', 'demo_run', 'demo']
 
 # %% ../nbs/50_cli.ipynb #f285fd54
 EXTRA_OF = {"torch": "torch", "jax": "jax", "flax": "jax", "optax": "jax", "orbax": "jax", "torch_xla": "xla", "ipywidgets": "widgets",
@@ -184,6 +184,19 @@ def generate(
         print(prompt + c.text)
 
 # %% ../nbs/50_cli.ipynb #3dfac8aa
+def eval_router(model_dir, data_dir, seq_len, val_fraction, batch_size, json_path, only_ensemble, kw):
+    "`sma_eval_lm` on a router dir (PyTorch backend): the table of `sma_kit.torch.router_eval`, and its JSON."
+    lc = LoadConfig(**flag_values(LoadConfig, kw))
+    if lc.routing is not None or lc.route_k is not None: raise SmaError(f"--routing/--route_k apply to a shiftable model; the members of {model_dir} carry their own routing")
+    backend, device = check_backend(lc.backend, lc.device)
+    if backend != "torch": raise SmaError(f"{model_dir} is a router dir: it is evaluated with --backend torch, not {backend}")
+    R = load_backend("torch").router_eval
+    ens, tok = R.RouterEnsemble.from_pretrained(model_dir, device=device or "auto")
+    res = R.eval_router_domains(ens, tok, data_dir, seq_len, val_fraction, batch_size, members=not only_ensemble)
+    print(format_table(*R.router_rows(res, ens.names)))
+    out = {"model_dir": str(model_dir), "data_dir": str(data_dir), "backend": backend, "members": ens.names, "domains": res}
+    if json_path: atomic_write(json_path, json_text(out))
+
 @call_parse
 @config_flags(LoadConfig)
 def eval_lm(
@@ -192,11 +205,14 @@ def eval_lm(
     val_fraction:float=0.1,       # the held-out tail, as in training
     batch_size:int=32,            # windows per forward pass
     json:str=None,                # also write the results to this path as JSON
+    only_ensemble:bool=False,     # router dirs: skip each member's own perplexity
     **kw):                        # the fields of LoadConfig
-    "Per-domain validation loss and perplexity (and, for a shiftable model, routing accuracy and mean gates)."
+    "Per-domain validation loss and perplexity (for a shiftable model also routing accuracy and mean gates; for a router dir the mixture, selected member and member shares)."
     with cli_errors():
         model_dir = kw["model_dir"]
         require(model_dir=model_dir, data_dir=data_dir)
+        if is_router_dir(model_dir): return eval_router(model_dir, data_dir, seq_len, val_fraction, batch_size, json, only_ensemble, kw)
+        if only_ensemble: raise SmaError(f"--only_ensemble applies to a router dir; {model_dir} has no router.json")
         backend, B, model, tok = load_flags(kw)
         res = B.eval_domains(model, tok, data_dir, seq_len, val_fraction, batch_size)
         print(format_table([{"domain": k, **v} for k, v in res.items()], ["domain", "val_tokens", "val_loss", "perplexity"]))

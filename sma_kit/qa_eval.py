@@ -13,6 +13,8 @@ from fastcore.script import call_parse
 from .config import SmaError, SampleConfig, config_flags
 from .checkpoint import check_model_dir, atomic_write
 from .generate import load_lm, length_batches
+from .backend import load_backend
+from .router import is_router_dir, read_router_json
 from .cli import cli_errors, require, format_table
 from tqdm.auto import tqdm
 from .code_eval import read_humaneval, read_mbpp, generate_samples, score_samples, HUMANEVAL_STOPS, MBPP_STOPS
@@ -227,7 +229,7 @@ METRICS = {"gsm8k": [("accuracy", "accuracy")],
            "pubmedqa": [("accuracy", "accuracy"), ("accuracy_norm", "accuracy (per byte)")],
            "medqa": [("accuracy", "accuracy"), ("accuracy_norm", "accuracy (per byte)")],
            "humaneval": [("pass@1", "pass@1")], "mbpp": [("pass@1", "pass@1")]}
-KIND_COLORS = {"generalist": "tab:blue", "shiftable": "tab:orange", "expert": "tab:green"}
+KIND_COLORS = {"generalist": "tab:blue", "shiftable": "tab:orange", "expert": "tab:green", "router": "tab:red"}
 
 def results_table(res: dict) -> str:
     "Markdown table: a row per dataset and metric, a column per model, then the chance and majority baselines."
@@ -339,8 +341,8 @@ def evaluate_main(model_dirs, datasets=None, sample_size: int | None = None, see
                   num_examples: int = 5, no_plots: bool = False, max_new_tokens: int = 256, temperature: float = 0.0,
                   device: str = "auto", debug: bool = False, output_dir="evaluation_results", medqa_path=None,
                   with_specialists: bool = False, data_dir=None, gsm8k_shots: int = 5, pubmedqa_split: str = "test",
-                  batch_size: int = 16, timeout: float = 10.0, progress: bool = False, log=print) -> dict:
-    "Evaluate every model (and optionally each of its experts alone) on every dataset; write JSON, table, examples, plots."
+                  batch_size: int = 16, timeout: float = 10.0, progress: bool = False, log=print, only_ensemble: bool = False) -> dict:
+    "Evaluate every model (optionally each expert alone; a router dir: with its members alone and decision patterns) on every dataset; write JSON, table, examples, plots."
     dirs = [d.strip() for d in model_dirs.split(",")] if isinstance(model_dirs, str) else [str(d) for d in model_dirs or []]
     dirs = [d for d in dirs if d]
     if not dirs: raise SmaError("--model_dirs: give at least one model directory")
@@ -349,7 +351,7 @@ def evaluate_main(model_dirs, datasets=None, sample_size: int | None = None, see
                         ("gsm8k_shots", gsm8k_shots, 0), ("batch_size", batch_size, 1)):
         if v is not None and v < lo: raise SmaError(f"--{name} must be at least {lo}, got {v}")
     if temperature < 0: raise SmaError(f"--temperature must be >= 0, got {temperature}")
-    for d in dirs: check_model_dir(d)
+    for d in dirs: read_router_json(d) if is_router_dir(d) else check_model_dir(d)
     data = load_eval_data(ds_names, data_dir, medqa_path, sample_size, seed, gsm8k_shots, pubmedqa_split)
     out = Path(output_dir); out.mkdir(parents=True, exist_ok=True)
     info = {}
@@ -362,7 +364,10 @@ def evaluate_main(model_dirs, datasets=None, sample_size: int | None = None, see
     for d, label in zip(dirs, _labels(dirs)):
         lm = load_lm(d, device, batch_size=batch_size, name=label)
         views = [lm]
-        if with_specialists:
+        if is_router_dir(d):     # the ensemble records which member takes each token; its members are evaluated alone too
+            R = load_backend("torch").router_eval
+            views = [R.RecordingLM(lm), *([] if only_ensemble else R.member_lms(lm))]
+        elif with_specialists:
             if lm.experts: views += [lm.with_routing(force_expert=e) for e in lm.experts]
             else: log(f"note: {label} is a generalist; --with_specialists has no experts to force")
         for v in views:
@@ -372,14 +377,17 @@ def evaluate_main(model_dirs, datasets=None, sample_size: int | None = None, see
                 r = run_dataset(v, ds, data[ds], max_new_tokens, temperature, seed, timeout, progress)
                 r["seconds"] = round(time.perf_counter() - t0, 3)
                 ex = r.pop("examples")
+                if hasattr(v, "mark"): ex = v.mark(ex)      # a router: generated tokens marked by member
                 examples[ds] += [dict(model=v.name, dataset=ds, **e) for e in ex[:num_examples]]
                 if debug and ex: log(f"[debug] {ds} {v.name} first item: {json.dumps(ex[0], ensure_ascii=False)[:1000]}")
                 results[ds][v.name] = r
                 log(summary_line(ds, v.name, r, info[ds]))
+                if hasattr(v, "take_patterns"):
+                    r["decisions"] = v.take_patterns(); log(f"{'':<9} {v.name:<28} decisions {R.patterns_line(r['decisions'])}")
         del lm, views
     config = dict(model_dirs=dirs, datasets=ds_names, sample_size=sample_size, seed=seed, max_new_tokens=max_new_tokens,
                   temperature=temperature, device=device, medqa_path=str(medqa_path) if medqa_path else None,
-                  with_specialists=with_specialists, gsm8k_shots=gsm8k_shots, pubmedqa_split=pubmedqa_split,
+                  with_specialists=with_specialists, only_ensemble=only_ensemble, gsm8k_shots=gsm8k_shots, pubmedqa_split=pubmedqa_split,
                   data_dir=str(data_dir or os.environ.get("SMA_DATA_DIR") or "") or None)
     res = dict(config=config, models=models, datasets=info, results=results, files={})
     if save_examples:
@@ -399,7 +407,7 @@ def evaluate_main(model_dirs, datasets=None, sample_size: int | None = None, see
 @call_parse
 @config_flags(SampleConfig, skip=[f for f in SampleConfig.__dataclass_fields__ if f != "batch_size"])
 def evaluate_cli(
-    model_dirs:str=None,          # comma-separated model directories, each a generalist or a shiftable model (required)
+    model_dirs:str=None,          # comma-separated model directories: generalists, shiftable models or router dirs (required)
     datasets:str=None,            # comma-separated: gsm8k,pubmedqa,medqa,humaneval,mbpp (default: all; medqa only with --medqa_path)
     sample_size:int=None,         # evaluate this many items per dataset, drawn with --seed (default: all)
     seed:int=42,                  # seed for the sampled items, GSM8K's few-shot examples and sampling
@@ -418,6 +426,7 @@ def evaluate_cli(
     pubmedqa_split:str="test",    # test (500 questions) or all (the 1000 of PQA-L)
     timeout:float=10.0,           # seconds per HumanEval/MBPP program
     quiet:bool=False,             # no progress bars
+    only_ensemble:bool=False,     # router dirs: skip evaluating each member alone
     **kw):                        # batch_size (SampleConfig.batch_size)
     "Evaluate models on GSM8K, PubMedQA, MedQA, HumanEval and MBPP; compare generalist, shiftable and single experts."
     if debug: os.environ["SMA_DEBUG"] = "1"
@@ -425,6 +434,6 @@ def evaluate_cli(
         require(model_dirs=model_dirs)
         res = evaluate_main(model_dirs, datasets, sample_size, seed, save_examples, num_examples, no_plots, max_new_tokens,
                             temperature, device, debug, output_dir, medqa_path, with_specialists, data_dir, gsm8k_shots,
-                            pubmedqa_split, kw["batch_size"], timeout, progress=not quiet)
+                            pubmedqa_split, kw["batch_size"], timeout, progress=not quiet, only_ensemble=only_ensemble)
         print(); print(res["table"]); print()
         print(f"results written to {res['files']['results']}" + ("" if no_plots else f"; plots in {Path(output_dir) / 'plots'}"))
