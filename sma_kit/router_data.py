@@ -174,4 +174,8 @@ def router_data(specs, tok, max_length: int, val_fraction: float = 0.1, seed: in
     bal = balance(read, seed, max_per_dataset)
     tr, va = split(bal, val_fraction, seed)
     enc = lambda part: [(*encode(tok, p, a, max_length), i) for i, k in enumerate(part) for p, a in part[k]]
-    return RouterData(list(read), enc(tr), enc(va), {k: (len(read[k]), len(bal[k])) for k in read})
+    train, val = enc(tr), enc(va)
+    for i, k in enumerate(read):     # a window the prompts fill would train on nothing, silently
+        if not any(t >= 0 for x, y, j in train + val if j == i for t in y):
+            raise SmaError(f"--max_length {max_length} leaves no answer token in dataset {k!r} (its prompts fill the window): raise --max_length")
+    return RouterData(list(read), train, val, {k: (len(read[k]), len(bal[k])) for k in read})
