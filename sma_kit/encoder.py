@@ -13,27 +13,29 @@ from .config import SmaError, ModelConfig, TrainConfig, RunConfig, config_flags,
 from .checkpoint import atomic_write, check_model_dir, read_shift_config, CONFIG, WEIGHTS, TOKENIZER, SPECIALISTS
 from .backend import load_backend
 from .mlm import model_type, read_config_json, ENCODER
+from .router import is_router_dir
 from .retrieval import Embedder, register_embedder, weights_digest
 from .cli import cli_errors, require, run_flags, final_line, RENAME
 
 # %% auto #0
-__all__ = ['ROUTER', 'DTYPES', 'model_dir_of', 'load_model_and_tokenizer', 'extract_model', 'EncoderEmbedder', 'sma_extract',
+__all__ = ['DTYPES', 'model_dir_of', 'load_model_and_tokenizer', 'extract_model', 'EncoderEmbedder', 'sma_extract',
            'sma_train_encoder']
 
 # %% ../nbs/52_encoder.ipynb #df81604d
-ROUTER: tuple | None = None   # (is_router_dir(path) -> bool, load_router(path, backend, device) -> (model, tok)); set when routers exist
-
 def model_dir_of(path) -> Path:
     "The model dir of `path` (the dir itself or a file in it)."
     d = Path(path)
     return d.parent if d.is_file() else d
 
 def load_model_and_tokenizer(path, backend: str = "torch", device: str = "auto"):
-    "(model, tokenizer) from any kit model dir: generalist, shiftable or encoder (and a router once `ROUTER` is set)."
+    "(model, tokenizer) from any kit model dir: generalist, shiftable, encoder or router ensemble."
     d = model_dir_of(path)
-    if ROUTER is not None and ROUTER[0](d): return ROUTER[1](d, backend, device)
-    kind = model_type(d)
     B = load_backend(backend)
+    if is_router_dir(d):
+        if backend == "torch": return B.router.RouterEnsemble.from_pretrained(str(d), device=device)
+        from sma_kit.jax.router import JaxRouter
+        return JaxRouter.from_pretrained(d, device=device)
+    kind = model_type(d)
     if kind == ENCODER:
         if backend == "torch":
             from sma_kit.torch.encoder import load_encoder
