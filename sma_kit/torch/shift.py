@@ -65,7 +65,7 @@ class ShiftBlock(nn.Module):
         self.gate = nn.Linear(cfg.d_model, 1, bias=True)  # rows: base, then each specialist
         nn.init.zeros_(self.gate.weight); nn.init.zeros_(self.gate.bias)
         self.expert_calls, self.last = {}, {}
-        self.fast, self.kv, self._wc = True, "all", {}   # sparse fast path (see `set_sparse`)
+        self.fast, self.kv, self._wc = True, "lazy", {}   # sparse fast path (see `set_sparse`)
         for n in sc.specialists: self.add_expert(n)
 
     @property
@@ -98,7 +98,10 @@ class ShiftBlock(nn.Module):
 
     def gate_probs(self, h, cache=None, pos: int = 0):
         "Softmax gate [B, T, E] from the normed block input (causal)."
-        if self.sc.gate_input == "prefix":
+        if self.sc.gate_input == "prefix" and cache is not None and pos > 0 and h.shape[1] == 1:   # a decoding step
+            cache["gate_sum"] = cache["gate_sum"] + h[:, 0].float()
+            h = (cache["gate_sum"] / (pos + 1))[:, None].type_as(h)
+        elif self.sc.gate_input == "prefix":
             csum = h.float().cumsum(1)
             if cache is not None:
                 if pos == 0: cache["gate_sum"] = torch.zeros_like(csum[:, 0])
@@ -128,10 +131,17 @@ class ShiftBlock(nn.Module):
                       None if cache is None else _kv_view(cache, self.names.index(name)),
                       pos, self.cfg.dropout if self.training else 0.0, kv_only)
 
-    def _attention(self, h, w, cache, pos, dense: bool, sparse: bool):
+    def _weights(self, probs):
+        "Mixing weights [B, T, E] of the reference path."
+        forced = getattr(self, "force", None)
+        if forced is None: return route(probs, self.sc.routing, self.sc.top_k)
+        return F.one_hot(torch.full(probs.shape[:-1], self.names.index(forced), device=probs.device), len(self.names)).float()
+
+    def _attention(self, h, probs, cache, pos, dense: bool, sparse: bool):
         "The attention experts on a chunk: the sparse decoding step, or every picked expert on every token."
         if cache is not None: cache["h"][:h.shape[0], pos:pos + h.shape[1]] = h   # block inputs, for lazy keys/values
-        if sparse and cache is not None and h.shape[1] == 1: return self._attn_step(h, w, cache, pos)
+        if sparse and cache is not None and h.shape[1] == 1: return self._attn_step(h, self._sparse_picks(probs), cache, pos)
+        w = self._weights(probs)
         lazy, skipped = sparse and cache is not None and self.kv == "lazy", set()
         if lazy: self._catch_up(cache, range(len(self.names)), pos)
         kv = (lambda name, mod: skipped.add(name)) if lazy else (lambda name, mod: self._run("attention", self.attn, mod, name, h, cache, pos, kv_only=True))
@@ -145,39 +155,31 @@ class ShiftBlock(nn.Module):
         self.cos, self.sin = cos, sin
         h = self.attn_norm(x)
         probs = self.gate_probs(h, cache, pos)
-        forced = getattr(self, "force", None)
-        if forced is not None: w = F.one_hot(torch.full(probs.shape[:-1], self.names.index(forced), device=x.device), len(self.names)).float()
-        else: w = route(probs, self.sc.routing, self.sc.top_k)
-        dense = forced is None and self.sc.routing == "soft"
+        dense = getattr(self, "force", None) is None and self.sc.routing == "soft"
         sparse = not dense and self.fast and not self.training and not torch.is_grad_enabled()
         self.last = {"probs": probs}
-        if self.sc.expert_site in ("attention", "both"): a = self._attention(h, w, cache, pos, dense, sparse)
+        if self.sc.expert_site in ("attention", "both"): a = self._attention(h, probs, cache, pos, dense, sparse)
         else: a = self.attn(h, cos, sin, None if cache is None else _kv_view(cache, 0), pos)
         x = x + self.drop(a)
         h2 = self.ffn_norm(x)
         if self.sc.expert_site == "attention": f = self.ffn(h2)
-        elif sparse: f = self._ffn_sparse(h2, w)
-        else: f = self._mix("ffn", self.ffn, self.ffn_experts, h2, w, None, pos, dense=dense)
+        elif sparse: f = self._ffn_sparse(h2, self._sparse_picks(probs))
+        else: f = self._mix("ffn", self.ffn, self.ffn_experts, h2, self._weights(probs), None, pos, dense=dense)
         return x + self.drop(f)
 
 # %% ../../nbs/11_torch_shift.ipynb #0b7118b0
-def _picks(w, k: int):
-    "The k picked experts [N, k] of each row of routing weights w [N, E], and their weights [N, k]."
-    val, sel = w.topk(min(k, w.shape[-1]), dim=-1)
-    return sel, val
-
 def _groups(sel, val, n_experts: int) -> list[tuple]:
-    "(expert, rows, weights [n, 1]) per picked expert; rows is None when every row picks that expert alone."
+    "(expert, rows, weights [n, 1] or None) per picked expert; rows is None when every row picks that expert alone; val None: all weights 1."
     N, k = sel.shape
     if N == 1 and k == 1: return [(int(sel), None, val)]
     flat = sel.reshape(-1)
     counts = torch.bincount(flat, minlength=n_experts).tolist()
     if k == 1 and N in counts: return [(counts.index(N), None, val)]
     order = flat.argsort(stable=True)
-    rows, vals = order // k, val.reshape(-1)[order][:, None]
+    rows, vals = order // k, None if val is None else val.reshape(-1)[order][:, None]
     out, s = [], 0
     for e, c in enumerate(counts):
-        if c: out.append((e, rows[s:s + c], vals[s:s + c])); s += c
+        if c: out.append((e, rows[s:s + c], None if vals is None else vals[s:s + c])); s += c
     return out
 
 @patch
@@ -193,17 +195,26 @@ def _expert_weights(self: ShiftBlock, site: str) -> list[tuple]:
     return c[2]
 
 @patch
-def _k(self: ShiftBlock) -> int: return 1 if getattr(self, "force", None) is not None or self.sc.routing == "hard" else self.sc.top_k
+def _sparse_picks(self: ShiftBlock, probs) -> tuple:
+    "(experts [N, k], weights [N, k] or None when all are 1) from gate probabilities [B, T, E], the reference path's weights exactly."
+    p, forced = probs.reshape(-1, probs.shape[-1]), getattr(self, "force", None)
+    if forced is not None: return torch.full((p.shape[0], 1), self.names.index(forced), device=p.device), None
+    if self.sc.routing == "hard":
+        sel = p.argmax(-1, keepdim=True); val = p.gather(-1, sel)
+        return sel, (1.0 + val) - val                  # the straight-through one-hot's value
+    val, sel = p.topk(min(self.sc.top_k, p.shape[-1]), dim=-1)
+    return sel, (None if sel.shape[1] == 1 else val / val.sum(-1, keepdim=True))   # top-1: p / p is exactly 1
 
 @patch
-def _ffn_sparse(self: ShiftBlock, h, w):
-    "The FFN experts with each token through exactly its picked experts, grouped by expert."
+def _ffn_sparse(self: ShiftBlock, h, picks):
+    "The FFN experts with each token through exactly its picked experts (`picks` from `_sparse_picks`), grouped by expert."
     B, T, d = h.shape
     x, ws = h.reshape(-1, d), self._expert_weights("ffn")
     out = None
-    for e, rows, v in _groups(*_picks(w.reshape(B * T, -1), self._k()), len(ws)):
+    for e, rows, v in _groups(*picks, len(ws)):
         self.expert_calls[("ffn", self.names[e])] = self.expert_calls.get(("ffn", self.names[e]), 0) + 1
-        y = swiglu(x if rows is None else x[rows], *ws[e]) * v.to(x.dtype)
+        y = swiglu(x if rows is None else x[rows], *ws[e])
+        if v is not None: y = y * v.to(x.dtype)
         if rows is None and out is None: out = y
         else: out = (torch.zeros_like(x) if out is None else out).index_add_(0, rows, y)
     return out.view(B, T, d)
@@ -240,12 +251,12 @@ def _stacked_kv(self: ShiftBlock):
     return self._wc["kv"][1]
 
 @patch
-def _attn_step(self: ShiftBlock, h, w, cache: dict, pos: int):
+def _attn_step(self: ShiftBlock, h, picks, cache: dict, pos: int):
     "One decoding step (h [B, 1, d]) of the attention experts: only the picked experts run queries and outputs."
     B, _, d = h.shape
     H, K, hd = self.cfg.n_heads, self.cfg.n_kv_heads, self.cfg.head_dim
     ws = self._expert_weights("attention")
-    groups = _groups(*_picks(w.reshape(B, -1), self._k()), len(ws))
+    groups = _groups(*picks, len(ws))
     if self.kv == "all":
         kv = F.linear(h, self._stacked_kv()).view(B, len(ws), 2, K, 1, hd)
         cache["k"][:B, :, :, pos:pos + 1] = apply_rope(kv[:, :, 0], self.cos, self.sin)
@@ -260,7 +271,8 @@ def _attn_step(self: ShiftBlock, h, w, cache: dict, pos: int):
         if rows is not None: xe, kc, vc = x[rows], kc[rows], vc[rows]
         q = apply_rope(F.linear(xe, wq).view(-1, H, 1, hd), self.cos, self.sin)
         y = F.scaled_dot_product_attention(q, kc, vc, enable_gqa=K != H)
-        y = F.linear(y.reshape(-1, H * hd), wo) * v.to(x.dtype)
+        y = F.linear(y.reshape(-1, H * hd), wo)
+        if v is not None: y = y * v.to(x.dtype)
         if rows is None and out is None: out = y
         else: out = (torch.zeros_like(x) if out is None else out).index_add_(0, rows, y)
     return out.view(B, 1, d)
