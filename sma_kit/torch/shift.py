@@ -9,9 +9,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from fastcore.basics import patch
 from ..config import ModelConfig, SmaError, ShiftConfig, check_name, expert_ids
 from ..eval import routing_report_with
-from .model import DecoderLM, RMSNorm, Attention, SwiGLU, attend, swiglu
+from .model import DecoderLM, RMSNorm, Attention, SwiGLU, apply_rope, attend, rope_tables, swiglu
 
 # %% auto #0
 __all__ = ['ShiftableTransformerBlock', 'ShiftableTransformerLM', 'CopyBranch', 'LoRABranch', 'make_branch', 'route',
@@ -56,6 +57,10 @@ def route(probs, mode: str = "soft", k: int = 1):
     return w / w.sum(-1, keepdim=True)
 
 # %% ../../nbs/11_torch_shift.ipynb #ef17d286
+def _kv_view(cache: dict, i: int) -> dict:
+    "Keys and values [B, K, S, hd] of attention expert i in a shiftable layer cache (views: writes go through)."
+    return {"k": cache["k"][:, i], "v": cache["v"][:, i]}
+
 class ShiftBlock(nn.Module):
     def __init__(self, base_block, cfg: ModelConfig, sc: ShiftConfig):
         super().__init__()
@@ -65,8 +70,8 @@ class ShiftBlock(nn.Module):
         self.attn_experts, self.ffn_experts = nn.ModuleDict(), nn.ModuleDict()
         self.gate = nn.Linear(cfg.d_model, 1, bias=True)  # rows: base, then each specialist
         nn.init.zeros_(self.gate.weight); nn.init.zeros_(self.gate.bias)
-        self.expert_calls = {}
-        self.last = {}
+        self.expert_calls, self.last = {}, {}
+        self.fast, self.kv, self._wc = True, "lazy", {}   # sparse fast path (see `set_sparse`)
         for n in sc.specialists: self.add_expert(n)
 
     @property
@@ -85,7 +90,7 @@ class ShiftBlock(nn.Module):
         new_b = b[src:src + 1].clone() if src is not None else torch.zeros(1, device=b.device)
         g = nn.Linear(w.shape[1], w.shape[0] + 1, bias=True).to(w.device)
         g.weight.data.copy_(torch.cat([w, new_w])); g.bias.data.copy_(torch.cat([b, new_b]))
-        self.gate = g
+        self.gate, self._wc = g, {}
 
     def remove_expert(self, name: str):
         "Drop a branch and its gate row."
@@ -95,11 +100,15 @@ class ShiftBlock(nn.Module):
         keep = [j for j in range(self.gate.weight.shape[0]) if j != i]
         g = nn.Linear(self.gate.weight.shape[1], len(keep), bias=True).to(self.gate.weight.device)
         g.weight.data.copy_(self.gate.weight.data[keep]); g.bias.data.copy_(self.gate.bias.data[keep])
-        self.gate = g
+        self.gate, self._wc = g, {}
 
     def gate_probs(self, h, cache=None, pos: int = 0, pad=None):
         "Softmax gate [B, T, E] from the normed block input (causal; left-padding slots `pad` [B] left out of the prefix mean)."
-        if self.sc.gate_input == "prefix":
+        if self.sc.gate_input == "prefix" and cache is not None and pos > 0 and h.shape[1] == 1:   # a decoding step (its token is never padding)
+            cache["gate_sum"] = cache["gate_sum"] + h[:, 0].float()
+            n = pos + 1 if pad is None else (pos + 1 - pad).clamp(min=1)[:, None].float()
+            h = (cache["gate_sum"] / n)[:, None].type_as(h)
+        elif self.sc.gate_input == "prefix":
             at = pos + torch.arange(h.shape[1], device=h.device)
             hf = h.float() if pad is None else h.float() * (at[None] >= pad[:, None])[..., None]
             csum = hf.cumsum(1)
@@ -127,26 +136,167 @@ class ShiftBlock(nn.Module):
     def _run(self, site, base, mod, name, h, cache=None, pos=0, kv_only=False):
         ws = base.weights() if name == "base" else mod.weights(base)
         if site == "ffn": return swiglu(h, *ws)
-        return attend(h, *ws, self.cfg.n_heads, self.cfg.n_kv_heads, self.cos, self.sin, None if cache is None else cache[name],
+        return attend(h, *ws, self.cfg.n_heads, self.cfg.n_kv_heads, self.cos, self.sin,
+                      None if cache is None else _kv_view(cache, self.names.index(name)),
                       pos, self.cfg.dropout if self.training else 0.0, kv_only, self.pad)
 
+    def _weights(self, probs):
+        "Mixing weights [B, T, E] of the reference path."
+        forced = getattr(self, "force", None)
+        if forced is None: return route(probs, self.sc.routing, self.sc.top_k)
+        return F.one_hot(torch.full(probs.shape[:-1], self.names.index(forced), device=probs.device), len(self.names)).float()
+
+    def _attention(self, h, probs, cache, pos, dense: bool, sparse: bool):
+        "The attention experts on a chunk: the sparse decoding step, or every picked expert on every token."
+        if cache is not None: cache["h"][:h.shape[0], pos:pos + h.shape[1]] = h   # block inputs, for lazy keys/values
+        if sparse and cache is not None and h.shape[1] == 1: return self._attn_step(h, self._sparse_picks(probs), cache, pos)
+        w = self._weights(probs)
+        lazy, skipped = sparse and cache is not None and self.kv == "lazy", set()
+        if lazy: self._catch_up(cache, range(len(self.names)), pos)
+        kv = (lambda name, mod: skipped.add(name)) if lazy else (lambda name, mod: self._run("attention", self.attn, mod, name, h, cache, pos, kv_only=True))
+        a = self._mix("attention", self.attn, self.attn_experts, h, w, cache, pos, kv, dense)
+        if cache is not None:
+            for e, name in enumerate(self.names):
+                if name not in skipped: cache["filled"][e] = pos + h.shape[1]
+        return a
+
     def forward(self, x, cos, sin, cache=None, pos: int = 0, pad=None):
-        self.cos, self.sin, self.pad = cos, sin, pad
+        self.cos, self.sin, self.pad = cos, sin, pad   # pad [B]: left-padding slots per row (tables then [B, 1, T, D])
         h = self.attn_norm(x)
         probs = self.gate_probs(h, cache, pos, pad)
-        forced = getattr(self, "force", None)
-        if forced is not None: w = F.one_hot(torch.full(probs.shape[:-1], self.names.index(forced), device=x.device), len(self.names)).float()
-        else: w = route(probs, self.sc.routing, self.sc.top_k)
-        dense = forced is None and self.sc.routing == "soft"
+        dense = getattr(self, "force", None) is None and self.sc.routing == "soft"
+        sparse = not dense and self.fast and not self.training and not torch.is_grad_enabled()
         self.last = {"probs": probs}
-        if self.sc.expert_site in ("attention", "both"):
-            kv = lambda name, mod: self._run("attention", self.attn, mod, name, h, cache, pos, kv_only=True)
-            a = self._mix("attention", self.attn, self.attn_experts, h, w, cache, pos, kv, dense)
-        else: a = self.attn(h, cos, sin, None if cache is None else cache["base"], pos, pad=pad)
+        if self.sc.expert_site in ("attention", "both"): a = self._attention(h, probs, cache, pos, dense, sparse)
+        else: a = self.attn(h, cos, sin, None if cache is None else _kv_view(cache, 0), pos, pad=pad)
         x = x + self.drop(a)
         h2 = self.ffn_norm(x)
-        f = self._mix("ffn", self.ffn, self.ffn_experts, h2, w, None, pos, dense=dense) if self.sc.expert_site in ("ffn", "both") else self.ffn(h2)
+        if self.sc.expert_site == "attention": f = self.ffn(h2)
+        elif sparse: f = self._ffn_sparse(h2, self._sparse_picks(probs))
+        else: f = self._mix("ffn", self.ffn, self.ffn_experts, h2, self._weights(probs), None, pos, dense=dense)
         return x + self.drop(f)
+
+# %% ../../nbs/11_torch_shift.ipynb #0b7118b0
+def _groups(sel, val, n_experts: int) -> list[tuple]:
+    "(expert, rows, weights [n, 1] or None) per picked expert; rows is None when every row picks that expert alone; val None: all weights 1."
+    N, k = sel.shape
+    if N == 1 and k == 1: return [(int(sel), None, val)]
+    flat = sel.reshape(-1)
+    counts = torch.bincount(flat, minlength=n_experts).tolist()
+    if k == 1 and N in counts: return [(counts.index(N), None, val)]
+    order = flat.argsort(stable=True)
+    rows, vals = order // k, None if val is None else val.reshape(-1)[order][:, None]
+    out, s = [], 0
+    for e, c in enumerate(counts):
+        if c: out.append((e, rows[s:s + c], None if vals is None else vals[s:s + c])); s += c
+    return out
+
+@patch
+def _expert_weights(self: ShiftBlock, site: str) -> list[tuple]:
+    "Weight tuples of (base, spec_1, ..) at `site`, LoRA deltas merged; cached until a parameter changes."
+    base, experts = (self.attn, self.attn_experts) if site == "attention" else (self.ffn, self.ffn_experts)
+    if site not in self._wc: self._wc[site] = [None, [p for m in (base, experts) for p in m.parameters()], None]
+    c = self._wc[site]
+    key = tuple((p._version, p.data_ptr()) for p in c[1])
+    if c[0] != key:
+        with torch.no_grad(): c[2] = [base.weights()] + [experts[n].weights(base) for n in self.names[1:]]
+        c[0] = key
+    return c[2]
+
+@patch
+def _sparse_picks(self: ShiftBlock, probs) -> tuple:
+    "(experts [N, k], weights [N, k] or None when all are 1) from gate probabilities [B, T, E], the reference path's weights exactly."
+    p, forced = probs.reshape(-1, probs.shape[-1]), getattr(self, "force", None)
+    if forced is not None: return torch.full((p.shape[0], 1), self.names.index(forced), device=p.device), None
+    if self.sc.routing == "hard":
+        sel = p.argmax(-1, keepdim=True); val = p.gather(-1, sel)
+        return sel, (1.0 + val) - val                  # the straight-through one-hot's value
+    val, sel = p.topk(min(self.sc.top_k, p.shape[-1]), dim=-1)
+    return sel, (None if sel.shape[1] == 1 else val / val.sum(-1, keepdim=True))   # top-1: p / p is exactly 1
+
+@patch
+def _ffn_sparse(self: ShiftBlock, h, picks):
+    "The FFN experts with each token through exactly its picked experts (`picks` from `_sparse_picks`), grouped by expert."
+    B, T, d = h.shape
+    x, ws = h.reshape(-1, d), self._expert_weights("ffn")
+    out = None
+    for e, rows, v in _groups(*picks, len(ws)):
+        self.expert_calls[("ffn", self.names[e])] = self.expert_calls.get(("ffn", self.names[e]), 0) + 1
+        y = swiglu(x if rows is None else x[rows], *ws[e])
+        if v is not None: y = y * v.to(x.dtype)
+        if rows is None and out is None: out = y
+        else: out = (torch.zeros_like(x) if out is None else out).index_add_(0, rows, y)
+    return out.view(B, T, d)
+
+# %% ../../nbs/11_torch_shift.ipynb #a71942d1
+@patch
+def _rope(self: ShiftBlock, a: int, b: int, like, pad=None):
+    "RoPE tables for slots a..b-1 (the same tables the model slices): [T, D], or [B, 1, T, D] with each row's positions counted from its first real token when `pad` [B] is given."
+    if getattr(self, "_rope_tab", None) is None or self._rope_tab[0].device != like.device:
+        self._rope_tab = rope_tables(self.cfg.head_dim, self.cfg.max_seq_len, self.cfg.rope_theta, like.device)
+    if pad is None: return self._rope_tab[0][a:b], self._rope_tab[1][a:b]
+    at = (torch.arange(a, b, device=like.device)[None] - pad[:, None]).clamp(min=0)
+    return self._rope_tab[0][at][:, None], self._rope_tab[1][at][:, None]
+
+@patch
+def _catch_up(self: ShiftBlock, cache: dict, experts, upto: int):
+    "Lazy keys/values: fill positions `filled[e]`..upto-1 of each expert e (every row) from the stored block inputs."
+    K, H, hd, pad = self.cfg.n_kv_heads, self.cfg.n_heads, self.cfg.head_dim, self.pad
+    nb = cache["h"].shape[0] if pad is None else pad.shape[0]
+    ws = None
+    for e in experts:
+        f = cache["filled"][e]
+        if f >= upto: continue
+        ws = ws or self._expert_weights("attention")
+        hh = cache["h"][:nb, f:upto]
+        B, T = hh.shape[:2]
+        kv = F.linear(hh, ws[e][0][H * hd:]).view(B, T, 2 * K, hd).transpose(1, 2)   # the k and v rows of the fused q/k/v weight
+        cache["k"][:nb, e, :, f:upto] = apply_rope(kv[:, :K], *self._rope(f, upto, hh, pad))
+        cache["v"][:nb, e, :, f:upto] = kv[:, K:]
+        cache["filled"][e] = upto
+
+@patch
+def _stacked_kv(self: ShiftBlock):
+    "[W_k; W_v] of every attention expert stacked, cached until a parameter changes."
+    ws = self._expert_weights("attention")
+    if self._wc.get("kv", (None,))[0] is not ws:
+        self._wc["kv"] = (ws, torch.cat([t[0][self.cfg.n_heads * self.cfg.head_dim:] for t in ws]))
+    return self._wc["kv"][1]
+
+@patch
+def _attn_step(self: ShiftBlock, h, picks, cache: dict, pos: int):
+    "One decoding step (h [B, 1, d]) of the attention experts: only the picked experts run queries and outputs; padding slots masked as `attend` does."
+    B, _, d = h.shape
+    H, K, hd, pad = self.cfg.n_heads, self.cfg.n_kv_heads, self.cfg.head_dim, self.pad
+    ws = self._expert_weights("attention")
+    groups = _groups(*picks, len(ws))
+    mask = None
+    if pad is not None:   # row b sees key slots from pad[b] on (and its own slot)
+        ks = torch.arange(pos + 1, device=h.device)
+        mask = ((ks[None] >= pad[:, None]) | (ks[None] == pos))[:, None, None]
+    if self.kv == "all":
+        kv = F.linear(h, self._stacked_kv()).view(B, len(ws), 2, K, 1, hd)
+        cos, sin = (self.cos, self.sin) if pad is None else (self.cos[:, None], self.sin[:, None])   # [B, 1, 1, 1, D] over experts
+        cache["k"][:B, :, :, pos:pos + 1] = apply_rope(kv[:, :, 0], cos, sin)
+        cache["v"][:B, :, :, pos:pos + 1] = kv[:, :, 1]
+        for e in range(len(ws)): cache["filled"][e] = pos + 1
+    else: self._catch_up(cache, [e for e, _, _ in groups], pos + 1)
+    x, out = h.reshape(B, d), None
+    for e, rows, v in groups:
+        self.expert_calls[("attention", self.names[e])] = self.expert_calls.get(("attention", self.names[e]), 0) + 1
+        wqkv, wo = ws[e]
+        xe, kc, vc = x, cache["k"][:B, e, :, :pos + 1], cache["v"][:B, e, :, :pos + 1]
+        cos, sin, m = self.cos, self.sin, mask
+        if rows is not None:
+            xe, kc, vc = x[rows], kc[rows], vc[rows]
+            if pad is not None: cos, sin, m = cos[rows], sin[rows], m[rows]
+        q = apply_rope(F.linear(xe, wqkv[:H * hd]).view(-1, H, 1, hd), cos, sin)
+        y = F.scaled_dot_product_attention(q, kc, vc, attn_mask=m, enable_gqa=K != H)
+        y = F.linear(y.reshape(-1, H * hd), wo)
+        if v is not None: y = y * v.to(x.dtype)
+        if rows is None and out is None: out = y
+        else: out = (torch.zeros_like(x) if out is None else out).index_add_(0, rows, y)
+    return out.view(B, 1, d)
 
 # %% ../../nbs/11_torch_shift.ipynb #341694aa
 class ShiftableLM(DecoderLM):
@@ -203,10 +353,18 @@ class ShiftableLM(DecoderLM):
         return self
 
     def new_cache(self, batch_size: int = 1, dtype=None) -> list[dict]:
-        p = self.embed.weight
-        shape = (batch_size, self.cfg.n_kv_heads, self.cfg.max_seq_len, self.cfg.head_dim)
-        return [{e: {"k": p.new_zeros(shape, dtype=dtype or p.dtype), "v": p.new_zeros(shape, dtype=dtype or p.dtype)} for e in self.experts}
-                for _ in self.blocks]
+        "Per layer: keys and values [B, attention experts, K, S, hd], the block inputs `h` and the positions `filled` per expert."
+        p, c, dt = self.embed.weight, self.cfg, dtype or self.embed.weight.dtype
+        A = 1 if self.sc.expert_site == "ffn" else len(self.experts)
+        shape = (batch_size, A, c.n_kv_heads, c.max_seq_len, c.head_dim)
+        return [{"k": p.new_zeros(shape, dtype=dt), "v": p.new_zeros(shape, dtype=dt), "filled": [0] * A,
+                 "h": p.new_zeros((batch_size, c.max_seq_len, c.d_model) if A > 1 else (batch_size, 0, 0), dtype=dt)} for _ in self.blocks]
+
+    def set_sparse(self, fast: bool = True, kv: str | None = None):
+        "Turn the sparse top-k fast path on or off; `kv`: how attention experts keep past keys/values, 'all' or 'lazy' (set it before decoding)."
+        if kv is not None and kv not in ("all", "lazy"): raise SmaError(f"set_sparse: kv must be 'all' or 'lazy', got {kv!r}")
+        for b in self.blocks: b.fast, b.kv = bool(fast), kv or b.kv
+        return self
 
     def gate_probs(self) -> torch.Tensor:
         "Gate probabilities of the last forward pass: [layers, B, T, experts]."
