@@ -314,12 +314,8 @@ def complete(ens: RouterEnsemble, tok, prompts, max_new_tokens: int = 100, tempe
         while q and q[0][0] == tok.eot_id: q.popleft()
         who[i].append(q.popleft()[1])
         if on_token is not None: on_token(i, t)
-    lens = [min(len(tok.encode(p)) or 1, ens.window) for p in prompts]   # the stepper takes equal-length rows: one call per length
-    res = [None] * len(prompts)
     with _decoding(ens, seed) as gen:
-        for g in ([i for i, n in enumerate(lens) if n == L] for L in sorted(set(lens))):
-            out = complete_with(start, tok, [prompts[i] for i in g], ens.window, max_new_tokens, stop, batch_size, lambda i, t, g=g: hook(g[i], t))
-            for i, c in zip(g, out): res[i] = c
+        res = complete_with(start, tok, prompts, ens.window, max_new_tokens, stop, batch_size, hook)
     return [RouterCompletion(**{f.name: getattr(c, f.name) for f in fields(c)}, members=w[:len(c.ids)]) for c, w in zip(res, who)]
 
 def loglik(ens: RouterEnsemble, tok, pairs, batch_size: int = 16, mode: str = "mix") -> list[float]:
