@@ -107,7 +107,6 @@ def sma_train_encoder(
     vocab_size:int=8192,          # BPE vocabulary size (the mask token is one more)
     mask_prob:float=0.15,         # fraction of tokens picked for masking (80% mask, 10% random, 10% kept)
     whole_word:bool=False,        # pick whole words instead of single tokens
-    init_from:str=None,           # start from this generalist's or encoder's weights and tokenizer
     **kw):                        # the fields of RunConfig, ModelConfig and TrainConfig
     "Train a kit encoder by masked-language modelling."
     with cli_errors():
@@ -118,7 +117,7 @@ def sma_train_encoder(
         tc = TrainConfig(**flag_values(TrainConfig, kw))
         cfg = {**flag_values(ModelConfig, kw, RENAME), "max_seq_len": tc.seq_len}
         res = train_encoder(data_dir, output_dir, cfg, tc, tokenizer, vocab_size, rc.val_fraction, device or "auto", mask_prob, whole_word,
-                            init_from, rc.resume, rc.overwrite, not rc.quiet)
+                            rc.init_from, rc.resume, rc.overwrite, not rc.quiet)
         print(f"{res['n_params']:,} parameters, {res['train_tokens']:,} training tokens, {res['elapsed_s']:.1f} s")
         print(final_line(res).replace("perplexity", "masked-token perplexity"))
         if res["interrupted"]: sys.exit(130)
