@@ -73,6 +73,7 @@ class FusedParts:
         out = super().state_dict(*args, destination=destination, prefix=prefix, keep_vars=keep_vars)
         for f, parts in self.fused.items():
             w = out.pop(prefix + f + ".weight")
+            if w.device.type == "xla": w = w.cpu()   # split on the host: on an XLA device every part would compile a graph
             for p, t in zip(parts, w.split(self.part_rows(f))): out[prefix + p + ".weight"] = t if keep_vars else t.clone()
         return out
 
