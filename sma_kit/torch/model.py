@@ -13,8 +13,8 @@ from contextlib import contextmanager
 from ..generate import Completion, PaddedStepper, complete_with, generate_ids, score_pairs
 
 # %% auto #0
-__all__ = ['RMSNorm', 'rope_tables', 'apply_rope', 'FusedParts', 'attend', 'Attention', 'swiglu', 'SwiGLU', 'Block', 'DecoderLM',
-           'filter_logits', 'RowStepper', 'complete', 'generate', 'loglik']
+__all__ = ['HOST_COPY', 'RMSNorm', 'rope_tables', 'apply_rope', 'FusedParts', 'attend', 'Attention', 'swiglu', 'SwiGLU', 'Block',
+           'DecoderLM', 'filter_logits', 'RowStepper', 'complete', 'generate', 'loglik']
 
 # %% ../../nbs/10_torch_model.ipynb #ca7effdd
 class _RMSNormFn(torch.autograd.Function):
@@ -63,6 +63,8 @@ def apply_rope(x, cos, sin):
     return _RopeFn.apply(x, cos, sin)
 
 # %% ../../nbs/10_torch_model.ipynb #d1b27c31
+HOST_COPY: dict = {}   # device type -> how a tensor comes to the host without a graph; sma_kit.torch.xla registers torch_xla's
+
 class FusedParts:
     "Mixin for a module whose `fused` Linears hold several checkpoint tensors stacked by rows (see `part_rows`)."
     fused: dict = {}   # fused Linear -> the checkpoint names of its parts, top to bottom
@@ -73,7 +75,7 @@ class FusedParts:
         out = super().state_dict(*args, destination=destination, prefix=prefix, keep_vars=keep_vars)
         for f, parts in self.fused.items():
             w = out.pop(prefix + f + ".weight")
-            if w.device.type == "xla": w = w.cpu()   # split on the host: on an XLA device every part would compile a graph
+            if w.device.type in HOST_COPY: w = HOST_COPY[w.device.type](w)   # split on the host (on an XLA device every part would compile a graph)
             for p, t in zip(parts, w.split(self.part_rows(f))): out[prefix + p + ".weight"] = t if keep_vars else t.clone()
         return out
 

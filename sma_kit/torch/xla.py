@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 from ..config import TrainConfig, SmaError, lr_at
 from ..backend import MESH_AXES, resolve_mesh
 from ..data import val_windows, MixtureSampler
+from .model import HOST_COPY
 from .train import Trainer, autocast_for, lm_loss, train_generalist, train_specialists, XLA_HOOKS
 from .shift import ShiftableLM
 
@@ -149,6 +150,8 @@ def host_copy(t: torch.Tensor) -> torch.Tensor:
         if sh.indices is Ellipsis: out.copy_(sh.data); continue
         out[tuple(sh.indices)] = sh.data[tuple(slice(0, i.stop - i.start) for i in sh.indices)]   # drop the padding
     return out
+
+HOST_COPY["xla"] = host_copy   # the fused weights split on the host when saving (see `FusedParts`)
 
 # %% ../../nbs/13_torch_xla.ipynb #6cc71a1f
 def pad_batch(x: np.ndarray, y: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
