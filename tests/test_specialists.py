@@ -279,13 +279,15 @@ from pathlib import Path
 from sma_kit.manager import SpecialistManager
 root = Path(sys.argv[1]); r = SpecialistManager(root, progress=False, log=None)
 errors, reads = [], 0
+def read():
+    st = r.get_status(); model, tok = r.model()
+    assert st["initialized"] and "math" in st["specialists"] and "math" in model.specialists, (st, model.specialists)
+    assert tok.vocab_size == model.cfg.vocab_size
+read()                             # the first read pays for importing torch: the swaps start once the reader polls
 print("reading", flush=True)
 while not (root / "stop").exists():
     try:
-        st = r.get_status(); model, tok = r.model()
-        assert st["initialized"] and "math" in st["specialists"] and "math" in model.specialists, (st, model.specialists)
-        assert tok.vocab_size == model.cfg.vocab_size
-        reads += 1
+        read(); reads += 1
     except Exception as e: errors.append(repr(e)[:300])
 print(json.dumps({"reads": reads, "errors": errors}))
 """
@@ -308,7 +310,8 @@ def test_readers_never_fail_during_swaps(tmp_path):
         (root / "stop").write_text("")
         outs = [json.loads(p.communicate(timeout=120)[0]) for p in readers]
     assert not [e for o in outs for e in o["errors"]], [o["errors"][:3] for o in outs]
-    assert all(o["reads"] > 20 for o in outs) and writer.list_specialists() == ["math", "law"]
+    assert all(o["reads"] > 20 for o in outs), [o["reads"] for o in outs]
+    assert writer.list_specialists() == ["math", "law"], writer.list_specialists()
 
 
 def test_cli_trained_project_of_another_shape(tmp_path):
