@@ -4,7 +4,7 @@
 
 # %% ../../nbs/14_torch_router.ipynb #daaf33c4
 from __future__ import annotations
-import inspect
+import functools, inspect
 from collections import deque
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -52,12 +52,17 @@ def take_cache_rows(cache, rows):
     cache.batch_select_indices(rows)
     return cache
 
+@functools.cache
+def _cache_arg(cls) -> str:
+    "The keyword a transformers model class takes its KV cache by (looked up once per class, not per decoding step)."
+    return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
+
 def member_step(m, ids, cache=None, pos: int = 0, pad=None):
     "(last hidden [B, T, H], logits [B, T, V]) of member `m` on `ids`, through `cache` at position `pos` when given; `pad` [B]: left-padding slots per row."
     if not is_hf(m):
         h = m.hidden(ids, cache, pos) if pad is None else m.hidden(ids, cache, pos, pad=pad)
         return h, m.head(h)
-    kw = {} if cache is None else {"cache" if "cache" in inspect.signature(m.forward).parameters else "past_key_values": cache}
+    kw = {} if cache is None else {_cache_arg(type(m)): cache}
     if pad is not None:       # transformers' left padding: a mask over past + current slots, positions from each row's first token
         slots = torch.arange(pos + ids.shape[1], device=ids.device)
         kw["attention_mask"] = (slots[None] >= pad[:, None]).long()
