@@ -14,7 +14,7 @@ from ..generate import Completion, PaddedStepper, complete_with, generate_ids, s
 
 # %% auto #0
 __all__ = ['HOST_COPY', 'RMSNorm', 'rope_tables', 'apply_rope', 'FusedParts', 'attend', 'Attention', 'swiglu', 'SwiGLU', 'Block',
-           'DecoderLM', 'filter_logits', 'RowStepper', 'complete', 'generate', 'loglik']
+           'DecoderLM', 'filter_logits', 'sample_ids', 'RowStepper', 'complete', 'generate', 'loglik']
 
 # %% ../../nbs/10_torch_model.ipynb #ca7effdd
 class _RMSNormFn(torch.autograd.Function):
@@ -236,6 +236,11 @@ def _take_rows(obj, rows):
     if isinstance(obj, list): return [_take_rows(v, rows) for v in obj]
     return obj.index_select(0, rows) if hasattr(obj, "index_select") else obj
 
+def sample_ids(logits, temperature: float, top_k, top_p, gen):
+    "Next ids [B] from logits [B, V]: the argmax at temperature <= 0, else a draw from the filtered distribution."
+    if temperature <= 0: return logits.argmax(-1)
+    return torch.multinomial(filter_logits(logits, temperature, top_k, top_p).softmax(-1), 1, generator=gen)[:, 0]
+
 class RowStepper(PaddedStepper):
     "The model side of `complete` for a batch of prompts of any lengths, left padded (see `sma_kit.generate.PaddedStepper`)."
     def __init__(self, model, rows, temperature, top_k, top_p, gen):
@@ -252,9 +257,7 @@ class RowStepper(PaddedStepper):
         self._run(torch.from_numpy(ids).to(self.dev), 0)
 
     def pick(self) -> list[int]:
-        t, k, p = self.sampling
-        if t <= 0: self.nxt = self.logits.argmax(-1)
-        else: self.nxt = torch.multinomial(filter_logits(self.logits, t, k, p).softmax(-1), 1, generator=self.gen)[:, 0]
+        self.nxt = sample_ids(self.logits, *self.sampling, self.gen)
         return self.nxt.tolist()
 
     def step(self, keep: list[int]):

@@ -20,7 +20,7 @@ from ..generate import Completion, PaddedStepper, complete_with, score_pairs
 from ..tokenizer import load_tokenizer
 from ..router import (ROUTER_JSON, ROUTER_WEIGHTS, check_mode, check_tokenizers, is_router_dir, member_names, parse_member,
                             read_router_json, resolve_member, router_json)
-from .model import _decoding, _device, _take_rows, filter_logits
+from .model import _decoding, _device, _take_rows, sample_ids
 from .train import load_model, pick_device
 
 # %% auto #0
@@ -277,14 +277,12 @@ class EnsembleStepper(PaddedStepper):
         self.lp, self.lw = out.logprobs[:, :, -1], log_route_weights(out.scores[:, -1])   # [N, B, V], [B, N]
 
     def pick(self) -> list[int]:
-        t, k, p = self.sampling
         rows = torch.arange(self.lp.shape[1], device=self.lp.device)
         if self.mode == "select":
             who = self.lw.argmax(-1)
             lp = self.lp[who, rows]
         else: lp = torch.logsumexp(self.lw.T[..., None] + self.lp, 0)
-        if t <= 0: self.nxt = lp.argmax(-1)
-        else: self.nxt = torch.multinomial(filter_logits(lp, t, k, p).softmax(-1), 1, generator=self.gen)[:, 0]
+        self.nxt = sample_ids(lp, *self.sampling, self.gen)
         if self.mode == "mix": who = (self.lw.T + self.lp[:, rows, self.nxt]).argmax(0)
         toks = self.nxt.tolist()
         self.pending = deque(zip(toks, who.tolist()))
