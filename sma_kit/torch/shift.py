@@ -70,7 +70,7 @@ class ShiftBlock(nn.Module):
         self.attn_experts, self.ffn_experts = nn.ModuleDict(), nn.ModuleDict()
         self.gate = nn.Linear(cfg.d_model, 1, bias=True)  # rows: base, then each specialist
         nn.init.zeros_(self.gate.weight); nn.init.zeros_(self.gate.bias)
-        self.expert_calls, self.last = {}, {}
+        self.expert_calls, self.last, self.force = {}, {}, None
         self.fast, self.kv, self._wc = True, "lazy", {}   # sparse fast path (see `set_sparse`)
         for n in sc.specialists: self.add_expert(n)
 
@@ -105,10 +105,8 @@ class ShiftBlock(nn.Module):
     def gate_probs(self, h, cache=None, pos: int = 0, pad=None):
         "Softmax gate [B, T, E] from the normed block input (causal; left-padding slots `pad` [B] left out of the prefix mean)."
         if self.sc.gate_input == "prefix" and cache is not None and pos > 0 and h.shape[1] == 1:   # a decoding step (its token is never padding)
-            cache["gate_sum"] = cache["gate_sum"] + h[:, 0].float()
-            n = pos + 1 if pad is None else (pos + 1 - pad).clamp(min=1)[:, None].float()
-            h = (cache["gate_sum"] / n)[:, None].type_as(h)
-        elif self.sc.gate_input == "prefix":
+            return self._step_gate(h, cache, pos, pad)
+        if self.sc.gate_input == "prefix":
             at = pos + torch.arange(h.shape[1], device=h.device)
             hf = h.float() if pad is None else h.float() * (at[None] >= pad[:, None])[..., None]
             csum = hf.cumsum(1)
@@ -142,7 +140,7 @@ class ShiftBlock(nn.Module):
 
     def _weights(self, probs):
         "Mixing weights [B, T, E] of the reference path."
-        forced = getattr(self, "force", None)
+        forced = self.force
         if forced is None: return route(probs, self.sc.routing, self.sc.top_k)
         return F.one_hot(torch.full(probs.shape[:-1], self.names.index(forced), device=probs.device), len(self.names)).float()
 
@@ -161,12 +159,12 @@ class ShiftBlock(nn.Module):
         return a
 
     def forward(self, x, cos, sin, cache=None, pos: int = 0, pad=None):
-        self.cos, self.sin, self.pad = cos, sin, pad   # pad [B]: left-padding slots per row (tables then [B, 1, T, D])
+        vars(self).update(cos=cos, sin=sin, pad=pad)   # pad [B]: left-padding slots per row (tables then [B, 1, T, D]); plain attributes, set without nn.Module's checks
         h = self.attn_norm(x)
         probs = self.gate_probs(h, cache, pos, pad)
-        dense = getattr(self, "force", None) is None and self.sc.routing == "soft"
+        dense = self.force is None and self.sc.routing == "soft"
         sparse = not dense and self.fast and not self.training and not torch.is_grad_enabled()
-        self.last = {"probs": probs}
+        vars(self)["last"] = {"probs": probs}
         if self.sc.expert_site in ("attention", "both"): a = self._attention(h, probs, cache, pos, dense, sparse)
         else: a = self.attn(h, cos, sin, None if cache is None else _kv_view(cache, 0), pos, pad=pad)
         x = x + self.drop(a)
@@ -206,7 +204,7 @@ def _expert_weights(self: ShiftBlock, site: str) -> list[tuple]:
 @patch
 def _sparse_picks(self: ShiftBlock, probs) -> tuple:
     "(experts [N, k], weights [N, k] or None when all are 1) from gate probabilities [B, T, E], the reference path's weights exactly."
-    p, forced = probs.reshape(-1, probs.shape[-1]), getattr(self, "force", None)
+    p, forced = probs.reshape(-1, probs.shape[-1]), self.force
     if forced is not None: return torch.full((p.shape[0], 1), self.names.index(forced), device=p.device), None
     if self.sc.routing == "hard":
         sel = p.argmax(-1, keepdim=True); val = p.gather(-1, sel)
@@ -227,6 +225,16 @@ def _ffn_sparse(self: ShiftBlock, h, picks):
         if rows is None and out is None: out = y
         else: out = (torch.zeros_like(x) if out is None else out).index_add_(0, rows, y)
     return out.view(B, T, d)
+
+# %% ../../nbs/11_torch_shift.ipynb #c49a7619
+@patch
+def _step_gate(self: ShiftBlock, h, cache: dict, pos: int, pad=None):
+    "Prefix gate probabilities [B, 1, E] at one decoding step (h [B, 1, d], never padding): the cached running sum grows by this token."
+    x = h[:, 0]
+    s = cache["gate_sum"] = cache["gate_sum"] + (x if x.dtype == torch.float32 else x.float())
+    m = s / (pos + 1 if pad is None else (pos + 1 - pad).clamp(min=1)[:, None].float())
+    logits = F.linear(m if m.dtype == h.dtype else m.to(h.dtype), self.gate.weight, self.gate.bias)
+    return F.softmax(logits if logits.dtype == torch.float32 else logits.float(), dim=-1)[:, None]
 
 # %% ../../nbs/11_torch_shift.ipynb #a71942d1
 @patch
