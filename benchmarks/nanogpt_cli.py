@@ -5,7 +5,8 @@ the first 90% for training. nanoGPT reads them as its `train.bin` / `val.bin` / 
 directory, which is its working directory; its code is run from the checkout, never copied). Shape: seq 64, batch 12,
 4 layers, 4 heads, d_model 128, dropout 0, no biases; nanoGPT's 4x GELU MLP against the kit's SwiGLU 341 (equal
 parameter budget). Recipe: lr 1e-3 -> 1e-4 (warmup 100), AdamW (weight decay 0.1, beta2 0.99), clipping 1.0,
-float32, torch.compile OFF on both (nanoGPT `--compile=False`, the kit without `--compile`), CPU.
+float32, torch.compile OFF on both (nanoGPT `--compile=False`, the kit without `--compile`), CPU. nanoGPT's cosine
+runs over 2000 iterations (its recipe's length; it needs more than the warm-up), which does not change a step's cost.
 
 A step's cost is measured two ways. (1) CPU time by differencing: each program runs `--steps` and then 2 x
 `--steps` steps, and (CPU time of the long run - CPU time of the short run) / `--steps` is the cost of one step with
@@ -22,6 +23,7 @@ import argparse, json, os, pickle, re, resource, shutil, statistics, subprocess,
 from pathlib import Path
 import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
+from common import machine, data_dir, write
 
 SEQ, BATCH, D, L, H, FFN = 64, 12, 128, 4, 4, 341
 RECIPE = dict(lr=1e-3, min_lr=1e-4, warmup=100, wd=0.1, beta2=0.99, clip=1.0)
@@ -83,6 +85,20 @@ def run(name, cmd, out, cwd, env, skip) -> dict:
             "load_before": load, "load_after": os.getloadavg()[0]}
 
 
+def summary(res: dict, a, vocab: int) -> dict:
+    "The results of the rounds done so far."
+    cpu = {k: statistics.median(x["cpu_ms_per_step"] for x in v) for k, v in res.items()}
+    wall = {k: statistics.median(x["long"]["reported_median_step_ms"] for x in v) for k, v in res.items()}
+    return {"what": "training step cost through each program's own CLI: sma_train_generalist vs nanoGPT's train.py, same byte tokens, "
+                    "baby-GPT shape at equal parameter budget, float32, torch.compile off on both, alternating runs",
+            "rounds_done": len(res["kit"]), "vocab_size": vocab, "steps_short_long": [a.steps, 2 * a.steps], "skip": a.skip, "threads": a.threads,
+            "cpu_ms_per_step_median": cpu, "kit_speed_vs_nanoGPT_cpu": cpu["nanoGPT"] / cpu["kit"],
+            "per_round_ratio_cpu": [n["cpu_ms_per_step"] / k["cpu_ms_per_step"] for n, k in zip(res["nanoGPT"], res["kit"])],
+            "reported_wall_ms_per_step_median": wall, "kit_speed_vs_nanoGPT_reported_wall": wall["nanoGPT"] / wall["kit"],
+            "runs": res, "machine": machine(), "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+            text=True, cwd=Path(__file__).parent).stdout.strip(), "command": "python benchmarks/nanogpt_cli.py " + " ".join(sys.argv[1:])}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--nanogpt", default=os.environ.get("NANOGPT_DIR"))
@@ -91,7 +107,6 @@ def main():
     ap.add_argument("--runs", type=int, default=2, help="rounds (a short and a long run) of each program, alternating")
     ap.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of both programs")
     a = ap.parse_args()
-    from common import machine, data_dir, write
     ng = Path(a.nanogpt or "")
     if not (ng / "train.py").is_file(): sys.exit("error: give nanoGPT's checkout with --nanogpt DIR or NANOGPT_DIR (it must hold train.py)")
     corpus = data_dir() / "general" / "tinyshakespeare"
@@ -108,17 +123,8 @@ def main():
             res[k].append({"cpu_ms_per_step": 1e3 * (long["cpu_s"] - short["cpu_s"]) / a.steps, "short": short, "long": long})
             print(f"round {r + 1} {k:8s} {res[k][-1]['cpu_ms_per_step']:7.1f} CPU ms/step, reported {long['reported_median_step_ms']:7.1f} "
                   f"ms/step wall (load {short['load_before']:.1f})", flush=True)
-    cpu = {k: statistics.median(x["cpu_ms_per_step"] for x in v) for k, v in res.items()}
-    wall = {k: statistics.median(x["long"]["reported_median_step_ms"] for x in v) for k, v in res.items()}
-    result = {"what": "training step cost through each program's own CLI: sma_train_generalist vs nanoGPT's train.py, same byte tokens, "
-                      "baby-GPT shape at equal parameter budget, float32, torch.compile off on both, alternating runs",
-              "vocab_size": vocab, "steps_short_long": [a.steps, 2 * a.steps], "skip": a.skip, "threads": a.threads,
-              "cpu_ms_per_step_median": cpu, "kit_speed_vs_nanoGPT_cpu": cpu["nanoGPT"] / cpu["kit"],
-              "per_round_ratio_cpu": [n["cpu_ms_per_step"] / k["cpu_ms_per_step"] for n, k in zip(res["nanoGPT"], res["kit"])],
-              "reported_wall_ms_per_step_median": wall, "kit_speed_vs_nanoGPT_reported_wall": wall["nanoGPT"] / wall["kit"],
-              "runs": res, "machine": machine(), "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-              text=True, cwd=Path(__file__).parent).stdout.strip(), "command": "python benchmarks/nanogpt_cli.py " + " ".join(sys.argv[1:])}
-    write("nanogpt_cli", result)
+        write("nanogpt_cli", result := summary(res, a, vocab))   # after every round: a run cut short keeps what it measured
+    cpu = result["cpu_ms_per_step_median"]
     print(f"kit / nanoGPT speed, CPU time per step: {result['kit_speed_vs_nanoGPT_cpu']:.2f}x ({cpu['kit']:.1f} vs {cpu['nanoGPT']:.1f} ms); "
           f"reported wall time: {result['kit_speed_vs_nanoGPT_reported_wall']:.2f}x")
     shutil.rmtree(work, ignore_errors=True)
