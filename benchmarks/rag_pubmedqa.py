@@ -80,10 +80,6 @@ def main(
                gold_abstract_retrieved=dict(top1=round(sum(h[:1] == [it["id"]] for h, it in zip(hits, items)) / len(items), 4),
                                             top_k=round(sum(it["id"] in h for h, it in zip(hits, items)) / len(items), 4)),
                models={})
-    prev = RESULTS / f"{out}.json"      # models scored earlier under the same settings stay in the file
-    if prev.is_file():
-        p = json.loads(prev.read_text())
-        if all(p.get(k) == res[k] for k in ("split", "n_items", "top_k", "retriever")): res["models"] = p.get("models", {})
     print({k: v for k, v in res.items() if k != "machine"}, flush=True)
     for d in map(Path, model_dirs.split(",")):
         lm = load_lm(d, batch_size=batch_size)
@@ -105,4 +101,8 @@ def main(
             m["conditions"][name] = {**r, "seconds": round(time.perf_counter() - t0, 1), "load_before": l0, "load_after": load()}
             print(d.name, name, m["conditions"][name], flush=True)
         res["models"][d.name] = m
+        prev = RESULTS / f"{out}.json"  # models scored earlier (or by a run alongside) under the same settings stay in the file
+        p = json.loads(prev.read_text()) if prev.is_file() else {}
+        if all(p.get(k) == res[k] for k in ("split", "n_items", "top_k", "retriever")):
+            res["models"] = {**p.get("models", {}), **res["models"]}
         write(out, res)

@@ -110,7 +110,8 @@ def synth_docs(root: Path):
     yield from pubmedqa(root)[0].items()
 
 
-def speed(root: Path, n_chunks: int, n_queries: int = 300) -> dict:
+def index_speed(root: Path, n_chunks: int):
+    "The synthesised BM25 store with its indexing time: sentences from the corpora (again under new ids) until `n_chunks`."
     store = DocumentStore("bm25", split="sentence", min_length=40, max_length=300)
     t0, c0, l0 = time.perf_counter(), time.process_time(), load()
     rounds = 0
@@ -123,7 +124,18 @@ def speed(root: Path, n_chunks: int, n_queries: int = 300) -> dict:
     t1, c1 = time.perf_counter(), time.process_time()
     store.retriever.build(store.texts)
     build_s, build_cpu = time.perf_counter() - t1, time.process_time() - c1
-    l1 = load()
+    return store, rounds or 1, dict(split_seconds=round(split_s, 2), bm25_build_seconds=round(build_s, 2),
+                                    chunks_per_s=round(len(store) / (split_s + build_s)), split_cpu_seconds=round(split_cpu, 2),
+                                    bm25_build_cpu_seconds=round(build_cpu, 2),
+                                    chunks_per_cpu_s=round(len(store) / (split_cpu + build_cpu)), load_before=l0, load_after=load())
+
+
+def speed(root: Path, n_chunks: int, n_queries: int = 300, cache: str = "") -> dict:
+    if cache and (Path(cache) / "store.json").is_file():      # queries only, on a store this function built and saved before
+        store, rounds, index = DocumentStore.load(cache), None, dict(note="store loaded from a cache: indexing not measured in this run")
+    else:
+        store, rounds, index = index_speed(root, n_chunks)
+        if cache: store.save(cache)
     rng = random.Random(0)
     qs = [" ".join(rng.sample(store.chunks[i]["text"].split(), min(6, len(store.chunks[i]["text"].split()))))
           for i in rng.sample(range(len(store)), n_queries)]
@@ -133,11 +145,7 @@ def speed(root: Path, n_chunks: int, n_queries: int = 300) -> dict:
         t, c = time.perf_counter(), time.process_time(); store.search(q, 10)
         lat.append((time.perf_counter() - t) * 1000); cpu.append((time.process_time() - c) * 1000)
     lat.sort(); cpu.sort()
-    out = dict(chunks=len(store), documents=len(store.docs), rounds_of_corpora=rounds or 1,
-               index=dict(split_seconds=round(split_s, 2), bm25_build_seconds=round(build_s, 2),
-                          chunks_per_s=round(len(store) / (split_s + build_s)), split_cpu_seconds=round(split_cpu, 2),
-                          bm25_build_cpu_seconds=round(build_cpu, 2), chunks_per_cpu_s=round(len(store) / (split_cpu + build_cpu)),
-                          load_before=l0, load_after=l1),
+    out = dict(chunks=len(store), documents=len(store.docs), rounds_of_corpora=rounds, index=index,
                bm25_query_ms=dict(p50=round(statistics.median(lat), 2), p90=round(lat[int(0.9 * len(lat))], 2),
                                   cpu_p50=round(statistics.median(cpu), 2), cpu_p90=round(cpu[int(0.9 * len(cpu))], 2),
                                   n=len(lat), load_after=load()))
@@ -174,14 +182,16 @@ def main(
     no_st:bool=False,       # skip sentence-transformers (and hybrid)
     parts:str="quality,speed,dense",  # which parts to run; the others keep their figures from an earlier results file
     store_cache:str="",     # a folder: the PubMedQA-L store is saved there once and loaded by later runs (embedding is slow)
+    speed_cache:str="",     # a folder: the 100,000-chunk store is saved there once; later runs load it and time queries only
+    out:str="retrieval",    # results file name under benchmarks/results
 ):
-    "Run the retrieval benchmark and write benchmarks/results/retrieval.json."
+    "Run the retrieval benchmark and write benchmarks/results/OUT.json."
     root, parts = data_dir(), set(parts.split(","))
-    old = RESULTS / "retrieval.json"
+    old = RESULTS / f"{out}.json"
     res = json.loads(old.read_text()) if old.is_file() and parts != {"quality", "speed", "dense"} else {}
     res.update(machine=machine(), note="shared 2-core machine: timings are noisy; the load average is recorded beside each")
     res.setdefault("git_commit", {}).update({p: git_commit() for p in parts})
     if "quality" in parts: res["pubmedqa"] = quality(root, not no_st, store_cache)
-    if "speed" in parts: res["speed_bm25"] = speed(root, n_chunks)
+    if "speed" in parts: res["speed_bm25"] = speed(root, n_chunks, cache=speed_cache)
     if "dense" in parts: res["speed_dense_search"] = dense_speed(n_chunks)
-    write("retrieval", res)
+    write(out, res)
