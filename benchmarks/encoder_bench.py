@@ -7,8 +7,7 @@ benchmarks only) and its hybrid, all on the same chunks in the same run.
 The corpus, queries and metrics are those of benchmarks/retrieval_bench.py (1,000 abstracts split by paragraph, 1,000
 questions, a question's relevant document its own abstract, BEIR conventions). Writes benchmarks/results/encoder.json.
 """
-import json, sys, time
-import numpy as np
+import sys, time
 import torch
 from pathlib import Path
 from fastcore.script import call_parse
@@ -16,28 +15,12 @@ from fastcore.script import call_parse
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, data_dir, write
-from retrieval_bench import pubmedqa, view, load, git_commit
-from sma_kit.retrieval import DocumentStore, BM25Retriever, DenseRetriever, HybridRetriever, STEmbedder, evaluate_store
+from retrieval_bench import pubmedqa, view, load, git_commit, Cached, score
+from sma_kit.retrieval import DocumentStore, BM25Retriever, DenseRetriever, HybridRetriever, STEmbedder
 from sma_kit.encoder import EncoderEmbedder
 from sma_kit.mlm import read_config_json
 
 ST_MODEL = "all-MiniLM-L6-v2"
-
-
-class Cached:
-    "An embedder whose query vectors were computed in one batched call (the same vectors as one query at a time, faster)."
-    def __init__(self, emb, texts):
-        self.emb, self.spec, self.fingerprint, self.dim = emb, emb.spec, emb.fingerprint, emb.dim
-        self.cache = dict(zip(texts, emb.embed(list(texts))))
-    def embed(self, texts):
-        if all(t in self.cache for t in texts): return np.stack([self.cache[t] for t in texts]) if texts else self.emb.embed(texts)
-        return self.emb.embed(texts)
-
-
-def score(store, queries) -> dict:
-    t0 = time.perf_counter()
-    m = {k: round(v, 4) if isinstance(v, float) else v for k, v in evaluate_store(store, queries).items()}
-    return {**m, "seconds": round(time.perf_counter() - t0, 2), "load_after": load()}
 
 
 @call_parse

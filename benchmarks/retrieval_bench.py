@@ -14,14 +14,15 @@ characters) until the store holds `--n_chunks` chunks; indexing = splitting + BM
 (top 10) per query, for 300 queries. The machine is shared, so the load average is recorded beside every timing.
 Writes benchmarks/results/retrieval.json.
 """
-import json, os, random, statistics, subprocess, sys, tempfile, time
+import json, os, random, statistics, subprocess, sys, time
+import numpy as np
 from pathlib import Path
 from fastcore.script import call_parse
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, data_dir, write, RESULTS
-from sma_kit.retrieval import (DocumentStore, BM25Retriever, DenseRetriever, HybridRetriever, STEmbedder, evaluate_store, top_k,
+from sma_kit.retrieval import (DocumentStore, DenseRetriever, HybridRetriever, evaluate_store,
                                faiss_available)
 
 ST_MODEL = "all-MiniLM-L6-v2"
@@ -49,27 +50,49 @@ def view(store: DocumentStore, retriever) -> DocumentStore:
     return s
 
 
-def quality(root: Path, use_st: bool) -> dict:
+class Cached:
+    "An embedder whose query vectors were computed in one batched call (the same vectors as one query at a time, faster)."
+    def __init__(self, emb, texts):
+        self.emb, self.spec, self.fingerprint, self.dim = emb, emb.spec, emb.fingerprint, emb.dim
+        self.cache = dict(zip(texts, emb.embed(list(texts))))
+    def embed(self, texts):
+        if all(t in self.cache for t in texts): return np.stack([self.cache[t] for t in texts]) if texts else self.emb.embed(texts)
+        return self.emb.embed(texts)
+
+
+def pubmedqa_store(docs: dict, retriever, cache: str = "") -> tuple[DocumentStore, dict]:
+    "The PubMedQA-L store (split by paragraph) and how long indexing took; loaded from `cache` when a store saved there by the same retriever exists."
+    if cache and (Path(cache) / "store.json").is_file():
+        store = DocumentStore.load(cache, retriever=retriever)
+        return store, dict(retriever=store.retriever.spec, cached=True)
+    store = DocumentStore(retriever, split="paragraph")
+    t0, c0, l0 = time.perf_counter(), time.process_time(), load()
+    for pid, text in docs.items(): store.add_text(text, pid)
+    info = dict(seconds=round(time.perf_counter() - t0, 2), cpu_seconds=round(time.process_time() - c0, 2),
+                retriever=store.retriever.spec, load_before=l0, load_after=load())
+    if cache: store.save(cache)
+    return store, info
+
+
+def score(store: DocumentStore, queries) -> dict:
+    t0 = time.perf_counter()
+    m = {k: round(v, 4) if isinstance(v, float) else v for k, v in evaluate_store(store, queries).items()}
+    return {**m, "seconds": round(time.perf_counter() - t0, 2), "load_after": load()}
+
+
+def quality(root: Path, use_st: bool, cache: str = "") -> dict:
     docs, queries = pubmedqa(root)
-    with tempfile.TemporaryDirectory() as tmp:
-        f = Path(tmp) / "pubmedqa.jsonl"
-        f.write_text("".join(json.dumps(dict(id=k, text=v)) + "\n" for k, v in docs.items()))
-        r = HybridRetriever(BM25Retriever(), DenseRetriever(STEmbedder(ST_MODEL))) if use_st else BM25Retriever()
-        store = DocumentStore(r, split="paragraph")
-        t0, l0 = time.perf_counter(), load()
-        store.add(f)
-        index_s = time.perf_counter() - t0
-    out = dict(corpus=dict(documents=len(store.docs), chunks=len(store), queries=len(queries)),
-               index=dict(seconds=round(index_s, 2), retriever=store.retriever.spec, load_before=l0, load_after=load()), results={})
+    store, info = pubmedqa_store(docs, f"hybrid:bm25+st:{ST_MODEL}" if use_st else "bm25", cache)
+    out = dict(corpus=dict(documents=len(store.docs), chunks=len(store), queries=len(queries)), index=info, results={})
     print(out, flush=True)
+    r = store.retriever
+    if use_st:      # the queries embedded in one batched call: the same vectors, less time
+        dense = DenseRetriever(Cached(r.parts[1].embedder, [q["query"] for q in queries])); dense.vecs = r.parts[1].vecs
+        r = HybridRetriever(r.parts[0], dense, r.k, r.depth)
     parts = [("bm25", r.parts[0]), (f"st:{ST_MODEL}", r.parts[1]), (f"hybrid:bm25+st:{ST_MODEL}", r)] if use_st else [("bm25", r)]
     for name, ret in parts:
-        t0 = time.perf_counter()
-        m = evaluate_store(view(store, ret), queries)
-        m = {k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()}
-        m["seconds"] = round(time.perf_counter() - t0, 2)
-        out["results"][name] = m
-        print(name, m, flush=True)
+        out["results"][name] = score(view(store, ret), queries)
+        print(name, out["results"][name], flush=True)
     return out
 
 
@@ -87,7 +110,8 @@ def synth_docs(root: Path):
     yield from pubmedqa(root)[0].items()
 
 
-def speed(root: Path, n_chunks: int, n_queries: int = 300) -> dict:
+def index_speed(root: Path, n_chunks: int):
+    "The synthesised BM25 store with its indexing time: sentences from the corpora (again under new ids) until `n_chunks`."
     store = DocumentStore("bm25", split="sentence", min_length=40, max_length=300)
     t0, c0, l0 = time.perf_counter(), time.process_time(), load()
     rounds = 0
@@ -100,7 +124,18 @@ def speed(root: Path, n_chunks: int, n_queries: int = 300) -> dict:
     t1, c1 = time.perf_counter(), time.process_time()
     store.retriever.build(store.texts)
     build_s, build_cpu = time.perf_counter() - t1, time.process_time() - c1
-    l1 = load()
+    return store, rounds or 1, dict(split_seconds=round(split_s, 2), bm25_build_seconds=round(build_s, 2),
+                                    chunks_per_s=round(len(store) / (split_s + build_s)), split_cpu_seconds=round(split_cpu, 2),
+                                    bm25_build_cpu_seconds=round(build_cpu, 2),
+                                    chunks_per_cpu_s=round(len(store) / (split_cpu + build_cpu)), load_before=l0, load_after=load())
+
+
+def speed(root: Path, n_chunks: int, n_queries: int = 300, cache: str = "") -> dict:
+    if cache and (Path(cache) / "store.json").is_file():      # queries only, on a store this function built and saved before
+        store, rounds, index = DocumentStore.load(cache), None, dict(note="store loaded from a cache: indexing not measured in this run")
+    else:
+        store, rounds, index = index_speed(root, n_chunks)
+        if cache: store.save(cache)
     rng = random.Random(0)
     qs = [" ".join(rng.sample(store.chunks[i]["text"].split(), min(6, len(store.chunks[i]["text"].split()))))
           for i in rng.sample(range(len(store)), n_queries)]
@@ -110,11 +145,7 @@ def speed(root: Path, n_chunks: int, n_queries: int = 300) -> dict:
         t, c = time.perf_counter(), time.process_time(); store.search(q, 10)
         lat.append((time.perf_counter() - t) * 1000); cpu.append((time.process_time() - c) * 1000)
     lat.sort(); cpu.sort()
-    out = dict(chunks=len(store), documents=len(store.docs), rounds_of_corpora=rounds or 1,
-               index=dict(split_seconds=round(split_s, 2), bm25_build_seconds=round(build_s, 2),
-                          chunks_per_s=round(len(store) / (split_s + build_s)), split_cpu_seconds=round(split_cpu, 2),
-                          bm25_build_cpu_seconds=round(build_cpu, 2), chunks_per_cpu_s=round(len(store) / (split_cpu + build_cpu)),
-                          load_before=l0, load_after=l1),
+    out = dict(chunks=len(store), documents=len(store.docs), rounds_of_corpora=rounds, index=index,
                bm25_query_ms=dict(p50=round(statistics.median(lat), 2), p90=round(lat[int(0.9 * len(lat))], 2),
                                   cpu_p50=round(statistics.median(cpu), 2), cpu_p90=round(cpu[int(0.9 * len(cpu))], 2),
                                   n=len(lat), load_after=load()))
@@ -124,7 +155,6 @@ def speed(root: Path, n_chunks: int, n_queries: int = 300) -> dict:
 
 def dense_speed(n: int, dim: int = 384, n_queries: int = 200) -> dict:
     "Exact dense search over `n` random normalised vectors: numpy matrix product vs faiss IndexFlatIP (same results)."
-    import numpy as np
     rng = np.random.default_rng(0)
     v = rng.standard_normal((n, dim)).astype(np.float32); v /= np.linalg.norm(v, axis=1, keepdims=True)
     q = rng.standard_normal((n_queries, dim)).astype(np.float32); q /= np.linalg.norm(q, axis=1, keepdims=True)
@@ -151,14 +181,17 @@ def main(
     n_chunks:int=100_000,   # chunks in the speed store
     no_st:bool=False,       # skip sentence-transformers (and hybrid)
     parts:str="quality,speed,dense",  # which parts to run; the others keep their figures from an earlier results file
+    store_cache:str="",     # a folder: the PubMedQA-L store is saved there once and loaded by later runs (embedding is slow)
+    speed_cache:str="",     # a folder: the 100,000-chunk store is saved there once; later runs load it and time queries only
+    out:str="retrieval",    # results file name under benchmarks/results
 ):
-    "Run the retrieval benchmark and write benchmarks/results/retrieval.json."
+    "Run the retrieval benchmark and write benchmarks/results/OUT.json."
     root, parts = data_dir(), set(parts.split(","))
-    old = RESULTS / "retrieval.json"
+    old = RESULTS / f"{out}.json"
     res = json.loads(old.read_text()) if old.is_file() and parts != {"quality", "speed", "dense"} else {}
     res.update(machine=machine(), note="shared 2-core machine: timings are noisy; the load average is recorded beside each")
     res.setdefault("git_commit", {}).update({p: git_commit() for p in parts})
-    if "quality" in parts: res["pubmedqa"] = quality(root, not no_st)
-    if "speed" in parts: res["speed_bm25"] = speed(root, n_chunks)
+    if "quality" in parts: res["pubmedqa"] = quality(root, not no_st, store_cache)
+    if "speed" in parts: res["speed_bm25"] = speed(root, n_chunks, cache=speed_cache)
     if "dense" in parts: res["speed_dense_search"] = dense_speed(n_chunks)
-    write("retrieval", res)
+    write(out, res)

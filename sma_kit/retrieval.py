@@ -5,6 +5,7 @@
 # %% ../nbs/37_retrieval.ipynb #67010bde
 from __future__ import annotations
 import hashlib, json, math, re, shutil
+from collections import abc
 from pathlib import Path
 from typing import Sequence
 import numpy as np
@@ -16,8 +17,8 @@ from .split import split_text, check_split
 # %% auto #0
 __all__ = ['FAISS_MIN', 'RRF_K', 'RRF_DEPTH', 'BUNDLED_ST', 'EMBEDDERS', 'SUFFIXES', 'STORE_FORMAT', 'top_k', 'rrf', 'Embedder',
            'weights_digest', 'st_location', 'STEmbedder', 'register_embedder', 'BM25Retriever', 'DenseRetriever',
-           'faiss_available', 'HybridRetriever', 'make_retriever', 'DocumentStore', 'read_documents', 'find_documents',
-           'query_metrics', 'retrieval_metrics', 'read_queries', 'evaluate_store']
+           'faiss_available', 'HybridRetriever', 'make_retriever', 'DocumentStore', 'ChunkTexts', 'read_documents',
+           'find_documents', 'query_metrics', 'retrieval_metrics', 'read_queries', 'evaluate_store']
 
 # %% ../nbs/37_retrieval.ipynb #87c785d4
 FAISS_MIN = 1_000_000  # dense stores at least this large search through faiss (when installed); the result is the same
@@ -242,6 +243,12 @@ class DocumentStore:
     @property
     def texts(self) -> list[str]: return [c["text"] for c in self.chunks]
 
+class ChunkTexts(abc.Sequence):
+    "The texts of a chunk list, read in place: a search hands its retriever this view instead of a new list of every text."
+    def __init__(self, chunks: list[dict]): self.chunks = chunks
+    def __len__(self): return len(self.chunks)
+    def __getitem__(self, i): return [c["text"] for c in self.chunks[i]] if isinstance(i, slice) else self.chunks[i]["text"]
+
 # %% ../nbs/37_retrieval.ipynb #e9e22eee
 def _read_text(path: Path) -> str:
     try: return path.read_text(encoding="utf-8")
@@ -319,7 +326,7 @@ def search(self: DocumentStore, query: str, top_k: int = 5) -> list[dict]:
     if not str(query).strip(): raise SmaError("empty query")
     if not self.chunks: raise SmaError("the document store is empty: add documents first")
     if top_k < 1: raise SmaError(f"top_k must be >= 1, got {top_k}")
-    idx, scores = self.retriever.search(query, self.texts, top_k)
+    idx, scores = self.retriever.search(query, ChunkTexts(self.chunks), top_k)
     return [dict(rank=r, score=float(s), chunk=int(i), **self.chunks[i]) for r, (i, s) in enumerate(zip(idx, scores), 1)]
 
 @patch
