@@ -25,12 +25,15 @@ SHIFTS = [("attention", "copy"), ("ffn", "lora"), ("attention", "lora"), ("ffn",
 CLI = {"train": "sma_kit.cli:train_generalist", "shift": "sma_kit.cli:train_specialists", "eval": "sma_kit.cli:eval_lm",
        "router": "sma_kit.torch.router_train:train_router_cli", "qa": "sma_kit.qa_eval:evaluate_cli"}
 PROMPT = "The Committee judged that the economy"
+BIN: Path = None   # where the launchers go (set by main)
 
 
 def cli(name, *args):
-    "A kit console script as a command line (through its function, so an install without the entry point works too)."
+    "A kit console script as a command line, through a launcher file like the one pip writes (works without the entry point installed)."
     mod, fn = CLI[name].split(":")
-    return [sys.executable, "-c", f"from {mod} import {fn}; {fn}()", *map(str, args)]
+    f = BIN / f"{name}.py"
+    if not f.is_file(): BIN.mkdir(parents=True, exist_ok=True); f.write_text(f"import sys\nfrom {mod} import {fn}\nsys.exit({fn}())\n")
+    return [sys.executable, f, *map(str, args)]
 
 
 def train_flags(out: Path, steps, lr, eval_every, patience=None):
@@ -45,34 +48,40 @@ def jobs(a, w: Path) -> list[dict]:
     "Every job in priority order: name, command, the jobs it needs."
     J = []
     def add(name, cmd, needs=()): J.append({"name": name, "cmd": cmd, "needs": list(needs)})
-    def evals(model, needs, routing=None):
-        add(f"eval_{model}", cli("eval", "--model_dir", w / needs, "--data_dir", w / "data", "--json", w / "table" / f"eval_{model}.json",
-                                 *(["--routing", "topk", "--route_k", 1] if routing == "top1" else [])), [needs])
-        if routing == "top1": return
-        add(f"qa_{model}", cli("qa", "--model_dirs", w / needs, "--datasets", "gsm8k,pubmedqa", "--sample_size", a.qa_n, "--gsm8k_shots", 0,
-                               "--max_new_tokens", 128, "--output_dir", w / "qa" / model, "--no_plots", "--quiet", "--device", "cpu",
-                               *(["--only_ensemble"] if needs == "router" else [])), [needs])
+    def evals(model, needs, routing=None):   # held-out perplexity now, the QA accuracies after every perplexity of the stage
+        d = w / (needs[0] if needs else model)
+        add(f"eval_{model}", cli("eval", "--model_dir", d, "--data_dir", w / "data", "--val_fraction", a.eval_fraction, "--json",
+                                 w / "table" / f"eval_{model}.json", *(["--routing", "topk", "--route_k", 1] if routing == "top1" else [])), needs)
+        if routing != "top1": qa.append((model, d, needs))
+    def qas():
+        for model, d, needs in qa:
+            add(f"qa_{model}", cli("qa", "--model_dirs", d, "--datasets", "gsm8k,pubmedqa", "--sample_size", a.qa_n, "--gsm8k_shots", 0,
+                                   "--max_new_tokens", 128, "--output_dir", w / "qa" / model, "--no_plots", "--quiet", "--device", "cpu",
+                                   *(["--only_ensemble"] if model == "router" else [])), needs)
+        qa.clear()
+    qa = []
     for d in SPECS:   # 1. per-domain full fine-tunes
         add(f"ft_{d}", cli("train", "--data_dir", w / "data" / d, "--output_dir", w / f"ft_{d}", "--init_from", w / "general",
                            *train_flags(w / f"ft_{d}", a.ft_steps, a.ft_lr, 50, 3)))
     # 2. the router over the generalist + the fine-tunes, on the five domain folders (balanced by router_data)
     add("router", cli("router", "--models", ",".join(str(w / m) for m in ["general", *(f"ft_{d}" for d in SPECS)]),
                       "--datasets", ",".join(str(w / "data" / d) for d in DOMAINS), "--output_dir", w / "router",
-                      "--max_steps", a.router_steps, "--batch_size", 8, "--max_length", 128, "--eval_every", 50, "--patience", 3,
+                      "--max_steps", a.router_steps, "--batch_size", 8, "--max_length", 128, "--max_per_dataset", a.router_per_dataset, "--eval_every", 50, "--patience", 3,
                       "--objective", "marginal", "--device", "cpu", "--quiet",
                       *(["--resume"] if (w / "router" / "train_state").is_dir() else ["--overwrite"] if (w / "router").exists() else [])),
         [f"ft_{d}" for d in SPECS])
     # 3. evaluation of everything trained so far
-    for m in ["general", *(f"ft_{d}" for d in SPECS), "router"]: evals(m, m)
+    for m in ["general", *(f"ft_{d}" for d in SPECS), "router"]: evals(m, [m] if m != "general" else [])   # the generalist is given
+    qas()
     # 4. one dense fine-tune on the mixture of all five domains (library: the CLI trains on one domain)
-    add("dense", [sys.executable, __file__, "--out", w, "--dense", a.mix_steps, "--ft_lr", a.ft_lr])
-    evals("dense", "dense")
+    add("dense", [sys.executable, __file__, "--out", w, "--dense", str(a.mix_steps), "--ft_lr", str(a.ft_lr)])
+    evals("dense", ["dense"]); qas()
     # 5. the shiftable model at each site and branch, same step budget
     for site, branch in SHIFTS:
         s = f"shift_{site}_{branch}"
         add(s, cli("shift", "--generalist_ckpt", w / "general", "--output_dir", w / s, "--data_dir", w / "data", "--expert_site", site,
                    "--branch", branch, *train_flags(w / s, a.mix_steps, a.shift_lr, a.mix_steps)))
-        evals(s, s); evals(f"{s}_top1", s, "top1")
+        evals(s, [s]); evals(f"{s}_top1", [s], "top1"); qas()
     add("speed", [sys.executable, __file__, "--out", w, "--speed"])
     return J
 
@@ -89,7 +98,7 @@ def run(J, w: Path, parallel: int, only=None):
             if any(n in failed for n in j["needs"]): todo.remove(j); failed.add(j["name"]); print(f"skip {j['name']} (a need failed)"); continue
             if all(done(n) for n in j["needs"]) and (j["name"] != "speed" or not running):
                 log = open(w / "logs" / f"{j['name']}.log", "a")
-                running[j["name"]] = (subprocess.Popen(j["cmd"], stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"}), time.time(), j)
+                running[j["name"]] = (subprocess.Popen([str(c) for c in j["cmd"]], stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"}), time.time(), j)
                 todo.remove(j); print(f"{time.strftime('%H:%M:%S')} start {j['name']}", flush=True)
         if todo and not running and not any(all(done(n) for n in j["needs"]) for j in todo):
             print("nothing runnable:", ", ".join(j["name"] for j in todo)); break
@@ -101,7 +110,7 @@ def run(J, w: Path, parallel: int, only=None):
             print(f"{time.strftime('%H:%M:%S')} {'done' if p.returncode == 0 else f'FAILED ({p.returncode})'} {n} {wall:.0f}s", flush=True)
             if p.returncode != 0: failed.add(n); continue
             marker = w / "table" / f"{n}.json"
-            if not marker.is_file(): atomic_write(marker, json.dumps({"wall_s": wall, "cmd": [str(c) for c in j["cmd"][3:]]}) + "\n")
+            if not marker.is_file(): atomic_write(marker, json.dumps({"wall_s": wall, "cmd": [str(c) for c in j["cmd"][2:]]}) + "\n")
             gather(w)
 
 
@@ -119,12 +128,12 @@ def dense(w: Path, steps: int, lr: float):
     print(json.dumps({k: v for k, v in res.items() if isinstance(v, (int, float, str))}))
 
 
-def speed(w: Path, n_new=64, rounds=3):
+def speed(w: Path, n_new=64, rounds=2):
     "Greedy decoding tokens/s, batch 1, the same prompt, every model in this process, interleaved rounds (best of the rounds)."
     import torch
     from sma_kit.generate import load_lm
     torch.set_num_threads(1)
-    names = [m for m in ["general", "ft_math", "dense", "router", *(f"shift_{s}_{b}" for s, b in SHIFTS)] if (w / "table" / f"{m}.json").is_file()]
+    names = ["general", *(m for m in ["ft_math", "dense", "router", *(f"shift_{s}_{b}" for s, b in SHIFTS)] if (w / "table" / f"{m}.json").is_file())]
     lms = {m: load_lm(w / m, "cpu", name=m) for m in names}
     lms.update({f"{m}_top1": lms[m].with_routing("topk", 1) for m in names if m.startswith("shift")})
     best, load = {m: 0.0 for m in lms}, [os.getloadavg()[0]]
@@ -156,14 +165,20 @@ def shift_sizes(d: Path) -> dict:
     "Total, trainable (branches + gates) and active-per-token (top-1: base + one branch + gates) parameters of a shiftable model."
     hdr = {k: math.prod(v["shape"]) for k, v in read_safetensors_header(d / "model.safetensors").items() if k != "__metadata__"}
     branch = {s: sum(v for k, v in hdr.items() if f"_experts.{s}." in k) for s in SPECS}
-    new = sum(branch.values()) + sum(v for k, v in hdr.items() if "gate" in k and "_experts." not in k)
+    new = sum(branch.values()) + sum(v for k, v in hdr.items() if ".gate." in k and "_experts." not in k)
     total = sum(hdr.values())
     return {"total": total, "trainable": new, "active_soft": total, "active_top1": total - sum(branch.values()) + max(branch.values())}
 
 
 def gather(w: Path):
     "Every finished job's figures -> benchmarks/results/specialists_table.{json,md}."
-    T = lambda n: _json(w / "table" / f"{n}.json")
+    r = _json(w / "table" / "eval_router.json")
+    def T(n):   # a member's own perplexity comes with the router's evaluation when its single evaluation has not run
+        x = _json(w / "table" / f"{n}.json")
+        m = n.removeprefix("eval_")
+        if x is None and n.startswith("eval_") and r and m in r.get("members", []) and "members" in next(iter(r["domains"].values())):
+            x = {"domains": {d: v["members"][m] for d, v in r["domains"].items()}}
+        return x
     gen = {d: v["perplexity"] for d, v in (T("eval_general") or {}).get("domains", {}).items()}
     rows, ft_s = {}, {d: train_s(w / f"ft_{d}") for d in SPECS if T(f"ft_{d}")}
     def row(label, model, ev, total, trainable, active, secs, qa_label=None):
@@ -180,7 +195,6 @@ def gather(w: Path):
         own = {"general": gen["general"], **{d: rows[f"fine-tune {d}"]["ppl"][d] for d in SPECS}}
         tot = P("general") + sum(rows[f"fine-tune {d}"]["params"] for d in SPECS)
         row("own-domain fine-tune per text (oracle pick)", "", own, tot, tot - P("general"), P("general"), sum(ft_s.values()))
-    r = T("eval_router")
     if r:
         heads = n_params(w / "router" / "router.safetensors")
         tot, secs = P("general") + sum(P(f"ft_{d}") for d in SPECS) + heads, sum(ft_s.values()) + train_s(w / "router")
@@ -222,7 +236,7 @@ def qa_info(w: Path) -> dict:
     if "gsm8k" in out:   # free-form numbers: "chance" is answering the most common target of the sample every time
         from collections import Counter
         from sma_kit.qa_eval import read_gsm8k, sample_items
-        t = [x["target"] for x in sample_items(read_gsm8k("test"), qa["config"]["sample_size"], qa["config"]["seed"])]
+        t = [x["target"] for x in sample_items(read_gsm8k("test", qa["config"]["data_dir"]), qa["config"]["sample_size"], qa["config"]["seed"])]
         out["gsm8k"].update(chance=0.0, majority=Counter(t).most_common(1)[0][1] / len(t))
     return out
 
@@ -265,7 +279,12 @@ def markdown(R: dict) -> str:
         names = list(next(iter(R["router_shares"].values())))
         lines += ["", "| router: share of a domain's tokens | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
         lines += [f"| {d} | " + " | ".join(f"{s[n]:.3f}" for n in names) + " |" for d, s in R["router_shares"].items()]
-    lines += ["", "targets: " + json.dumps({k: v.get("met", v) if isinstance(v, dict) and "met" in v else v for k, v in R["targets"].items()})]
+    t = R["targets"]
+    for k in ("router_within_1pct_of_best_member", "own_member_share_ge_80pct"):
+        if k in t: lines.append(f"- {k}: " + ", ".join(f"{d} {'met' if v['met'] else 'NOT met'} ({v.get('share', v.get('mixture')):.3g}" + (f" vs {v['best_member']:.3g})" if "best_member" in v else ")") for d, v in t[k].items()))
+    k = "shiftable_ge_80pct_of_finetune_log_gain"
+    if k in t: lines.append(f"- {k}: best {t[k]['best']} " + ("met" if t[k]["met"] else "NOT met") + " (" + ", ".join(f"{d} {v:.2f}" for d, v in t[k]["all"][t[k]["best"]].items()) + ")")
+    lines += [f"- {k}: {v}" for k, v in t.items() if k.startswith("wins_")]
     return "\n".join(lines)
 
 
@@ -276,15 +295,18 @@ def main():
     ap.add_argument("--ft_steps", type=int, default=300)
     ap.add_argument("--ft_lr", type=float, default=5e-4)
     ap.add_argument("--router_steps", type=int, default=300)
+    ap.add_argument("--router_per_dataset", type=int, default=400, help="examples per dataset after balancing (10%% of them validate)")
     ap.add_argument("--mix_steps", type=int, default=300, help="steps of the dense mixture fine-tune and of each shiftable model")
     ap.add_argument("--shift_lr", type=float, default=1e-3)
-    ap.add_argument("--qa_n", type=int, default=200, help="GSM8K test / PubMedQA test items (seeded sample)")
+    ap.add_argument("--eval_fraction", type=float, default=0.1, help="score the last this fraction of each domain (<= 0.1: inside every run's held-out tail)")
+    ap.add_argument("--qa_n", type=int, default=100, help="GSM8K test / PubMedQA test items (seeded sample)")
     ap.add_argument("--only", default=None, help="comma-separated job-name prefixes to run")
     ap.add_argument("--gather", action="store_true", help="only rebuild the results from the finished jobs")
     ap.add_argument("--dense", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--speed", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
-    w = Path(a.out).resolve()
+    global BIN
+    w = Path(a.out).resolve(); BIN = w / "bin"
     if a.dense: return dense(w, a.dense, a.ft_lr)
     if a.speed: return speed(w)
     if not a.gather: run(jobs(a, w), w, a.parallel, a.only.split(",") if a.only else None)
