@@ -14,7 +14,7 @@ results are gathered into benchmarks/results/specialists_table.{json,md}.
 
     python benchmarks/specialists_table.py --out RUN_DIR     # RUN_DIR holds data/ (see shiftable_eval.stage) and general/
 """
-import argparse, json, math, os, subprocess, sys, time
+import argparse, json, math, os, signal, subprocess, sys, time
 from pathlib import Path
 from common import machine, write, RESULTS
 from sma_kit.checkpoint import atomic_write, read_safetensors_header
@@ -92,26 +92,33 @@ def run(J, w: Path, parallel: int, only=None):
     done = lambda n: (w / "table" / f"{n}.json").is_file()
     todo = [j for j in J if not done(j["name"]) and (not only or any(j["name"].startswith(o) for o in only))]
     running, failed = {}, set()
-    while todo or running:
-        for j in list(todo):
-            if len(running) >= parallel: break
-            if any(n in failed for n in j["needs"]): todo.remove(j); failed.add(j["name"]); print(f"skip {j['name']} (a need failed)"); continue
-            if all(done(n) for n in j["needs"]) and (j["name"] != "speed" or not running):
-                log = open(w / "logs" / f"{j['name']}.log", "a")
-                running[j["name"]] = (subprocess.Popen([str(c) for c in j["cmd"]], stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"}), time.time(), j)
-                todo.remove(j); print(f"{time.strftime('%H:%M:%S')} start {j['name']}", flush=True)
-        if todo and not running and not any(all(done(n) for n in j["needs"]) for j in todo):
-            print("nothing runnable:", ", ".join(j["name"] for j in todo)); break
-        time.sleep(5)
-        for n, (p, t0, j) in list(running.items()):
-            if p.poll() is None: continue
-            del running[n]
-            wall = time.time() - t0
-            print(f"{time.strftime('%H:%M:%S')} {'done' if p.returncode == 0 else f'FAILED ({p.returncode})'} {n} {wall:.0f}s", flush=True)
-            if p.returncode != 0: failed.add(n); continue
-            marker = w / "table" / f"{n}.json"
-            if not marker.is_file(): atomic_write(marker, json.dumps({"wall_s": wall, "cmd": [str(c) for c in j["cmd"][2:]]}) + "\n")
-            gather(w)
+    try:
+        while todo or running:
+            for j in list(todo):
+                if len(running) >= parallel: break
+                if done(j["name"]): todo.remove(j); continue   # finished meanwhile by another invocation
+                if any(n in failed for n in j["needs"]): todo.remove(j); failed.add(j["name"]); print(f"skip {j['name']} (a need failed)"); continue
+                if all(done(n) for n in j["needs"]) and (j["name"] != "speed" or not running):
+                    log = open(w / "logs" / f"{j['name']}.log", "a")   # own session: Ctrl-C reaches the driver, which forwards it once
+                    p = subprocess.Popen([str(c) for c in j["cmd"]], stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+                    running[j["name"]] = (p, time.time(), j); todo.remove(j); print(f"{time.strftime('%H:%M:%S')} start {j['name']}", flush=True)
+            if todo and not running and not any(all(done(n) for n in j["needs"]) for j in todo):
+                print("nothing runnable:", ", ".join(j["name"] for j in todo)); break
+            time.sleep(5)
+            for n, (p, t0, j) in list(running.items()):
+                if p.poll() is None: continue
+                del running[n]
+                wall = time.time() - t0
+                print(f"{time.strftime('%H:%M:%S')} {'done' if p.returncode == 0 else f'FAILED ({p.returncode})'} {n} {wall:.0f}s", flush=True)
+                if p.returncode != 0: failed.add(n); continue
+                marker = w / "table" / f"{n}.json"
+                if not marker.is_file(): atomic_write(marker, json.dumps({"wall_s": wall, "cmd": [str(c) for c in j["cmd"][2:]]}) + "\n")
+                gather(w)
+    except KeyboardInterrupt:   # each running job saves its state (trainings resume on the next run)
+        for p, _, _ in running.values(): p.send_signal(signal.SIGINT)
+        for p, _, _ in running.values(): p.wait()
+        print(f"interrupted: {', '.join(running) or 'no job'} stopped; rerun the same command to resume", file=sys.stderr); sys.exit(130)
 
 
 def dense(w: Path, steps: int, lr: float):
@@ -218,6 +225,7 @@ def gather(w: Path):
     R = {"machine": machine(), "commit": subprocess.run(["git", "-C", str(Path(__file__).parent), "rev-parse", "--short", "HEAD"],
                                                         capture_output=True, text=True).stdout.strip(),
          "load_avg": os.getloadavg(), "run_dir": w.name, "generalist_curve": curve(w / "general"), "rows": rows,
+         "finetune_curves": {d: curve(w / f"ft_{d}") for d in SPECS if (w / f"ft_{d}" / "metrics.jsonl").is_file()},
          "router_shares": {d: v["share"] for d, v in r["domains"].items()} if r else None, "speed": sp or None,
          "qa": qa_info(w), "targets": targets(rows, r, gen), "jobs": {p.stem: _json(p) for p in sorted((w / "table").glob("*.json")) if "wall_s" in _json(p)}}
     write("specialists_table", R)
