@@ -227,7 +227,8 @@ def gather(w: Path):
          "load_avg": os.getloadavg(), "run_dir": w.name, "generalist_curve": curve(w / "general"), "rows": rows,
          "finetune_curves": {d: curve(w / f"ft_{d}") for d in SPECS if (w / f"ft_{d}" / "metrics.jsonl").is_file()},
          "router_shares": {d: v["share"] for d, v in r["domains"].items()} if r else None, "speed": sp or None,
-         "qa": qa_info(w), "targets": targets(rows, r, gen), "jobs": {p.stem: _json(p) for p in sorted((w / "table").glob("*.json")) if "wall_s" in _json(p)}}
+         "qa": qa_info(w), "targets": targets(rows, r, gen), "jobs": {p.stem: {**x, "cmd": [c.replace(str(w), "RUN_DIR") for c in x["cmd"]]}
+                                        for p in sorted((w / "table").glob("*.json")) if "wall_s" in (x := _json(p))}}
     write("specialists_table", R)
     atomic_write(RESULTS / "specialists_table.md", markdown(R) + "\n")
 
