@@ -266,7 +266,7 @@ def targets(rows: dict, r, gen: dict) -> dict:
             best = max(sh, key=lambda k: min(sh[k].values()))
             out["shiftable_ge_80pct_of_finetune_log_gain"] = {"all": sh, "best": best, "met": min(sh[best].values()) >= 0.8}
     if gen:
-        cand = {k: x for k, x in rows.items() if k != "generalist" and "selected" not in k}
+        cand = {k: x for k, x in rows.items() if k != "generalist" and "selected" not in k and not k.startswith("fine-tune ")}   # ways to serve every domain
         for key in ("gain_per_M_params", "gain_per_train_min"):
             ok = {k: x[key] for k, x in cand.items() if x.get(key) is not None}
             if ok: out[f"wins_{key}"] = max(ok, key=ok.get)
