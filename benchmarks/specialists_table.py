@@ -133,6 +133,7 @@ def dense(w: Path, steps: int, lr: float):
     res = Trainer(model.train(), tok, MixtureSampler(train, tc.seq_len, {d: 1.0 for d in train}, seed=tc.seed), val, tc,
                   w / "dense", "cpu", progress=False).fit(resume=(w / "dense" / "train_state").is_dir())
     print(json.dumps({k: v for k, v in res.items() if isinstance(v, (int, float, str))}))
+    if res["interrupted"]: sys.exit(130)   # no marker: the next run resumes it
 
 
 def speed(w: Path, n_new=64, rounds=2):
