@@ -63,9 +63,9 @@ def jobs(a, w: Path) -> list[dict]:
     for d in SPECS:   # 1. per-domain full fine-tunes
         add(f"ft_{d}", cli("train", "--data_dir", w / "data" / d, "--output_dir", w / f"ft_{d}", "--init_from", w / "general",
                            *train_flags(w / f"ft_{d}", a.ft_steps, a.ft_lr, 50, 3)))
-    # 2. the router over the generalist + the fine-tunes, on the five domain folders (balanced by router_data)
+    # 2. the router over the generalist + the fine-tunes, on each domain's training split (balanced by sma_kit.router_data)
     add("router", cli("router", "--models", ",".join(str(w / m) for m in ["general", *(f"ft_{d}" for d in SPECS)]),
-                      "--datasets", ",".join(str(w / "data" / d) for d in DOMAINS), "--output_dir", w / "router",
+                      "--datasets", ",".join(str(w / "router_data" / d) for d in DOMAINS), "--output_dir", w / "router",
                       "--max_steps", a.router_steps, "--batch_size", 8, "--max_length", 128, "--max_per_dataset", a.router_per_dataset, "--eval_every", 50, "--patience", 3,
                       "--objective", "marginal", "--device", "cpu", "--quiet",
                       *(["--resume"] if (w / "router" / "train_state").is_dir() else ["--overwrite"] if (w / "router").exists() else [])),
@@ -119,6 +119,22 @@ def run(J, w: Path, parallel: int, only=None):
         for p, _, _ in running.values(): p.send_signal(signal.SIGINT)
         for p, _, _ in running.values(): p.wait()
         print(f"interrupted: {', '.join(running) or 'no job'} stopped; rerun the same command to resume", file=sys.stderr); sys.exit(130)
+
+
+def router_data(w: Path) -> Path:
+    """The router's datasets: each domain's TRAINING split only (the generalist's tokens before the 10% held-out tail,
+    decoded back to text), so the heads never see the text every model is evaluated on."""
+    from sma_kit.data import discover_domains, load_corpus_streams
+    from sma_kit.torch.train import load_model
+    out = w / "router_data"
+    if (out / ".done").is_file(): return out
+    _, tok = load_model(w / "general", "cpu")
+    train, _ = load_corpus_streams(discover_domains(w / "data"), tok, 0.1)
+    for d, ids in train.items():
+        (out / d).mkdir(parents=True, exist_ok=True)
+        atomic_write(out / d / "train.txt", tok.decode([int(i) for i in ids]))
+    (out / ".done").write_text("")
+    return out
 
 
 def dense(w: Path, steps: int, lr: float):
@@ -319,6 +335,7 @@ def main():
     w = Path(a.out).resolve(); BIN = w / "bin"
     if a.dense: return dense(w, a.dense, a.ft_lr)
     if a.speed: return speed(w)
+    if not a.gather and (w / "general" / "model.safetensors").is_file(): router_data(w)
     if not a.gather: run(jobs(a, w), w, a.parallel, a.only.split(",") if a.only else None)
     gather(w)
 
