@@ -13,7 +13,7 @@ from .data import domain_files, file_documents
 
 # %% auto #0
 __all__ = ['QA_FIELDS', 'PROMPT', 'SPLIT_NAMES', 'OBJECTIVES', 'format_record', 'read_dataset', 'balance', 'split',
-           'RouterTrainConfig', 'encode', 'Batches', 'pad', 'RouterData', 'router_data']
+           'RouterTrainConfig', 'encode', 'Batches', 'pad', 'RouterData', 'examples', 'router_data']
 
 # %% ../nbs/08_router_data.ipynb #8998d642
 QA_FIELDS = (("question", "answer"), ("question", "long_answer"), ("prompt", "completion"), ("input", "output"), ("instruction", "response"))
@@ -163,7 +163,14 @@ class RouterData:
     names: list[str]
     train: list = field(default_factory=list)   # (inputs, targets, dataset index)
     val: list = field(default_factory=list)
-    counts: dict = field(default_factory=dict)  # {name: (records read, kept after balancing)}
+    counts: dict = field(default_factory=dict)  # {name: (examples made from the records read, kept after balancing)}
+
+def examples(tok, prompt: str, answer: str, max_length: int) -> list[tuple[list[int], list[int]]]:
+    "The (inputs, targets) examples of one record: one for a question/answer record, consecutive windows for all-answer text."
+    if prompt: return [encode(tok, prompt, answer, max_length)]
+    ids = [tok.eot_id] + tok.encode(answer) + [tok.eot_id]
+    x, y = ids[:-1], ids[1:]
+    return [(x[j : j + max_length], y[j : j + max_length]) for j in range(0, len(x), max_length)]
 
 def router_data(specs, tok, max_length: int, val_fraction: float = 0.1, seed: int = 0, max_per_dataset: int | None = None) -> RouterData:
     "The encoded, balanced train/validation examples of dataset `specs` (a list or a comma-separated string)."
@@ -171,11 +178,11 @@ def router_data(specs, tok, max_length: int, val_fraction: float = 0.1, seed: in
     if not specs: raise SmaError("--datasets: give at least one dataset")
     read = dict(read_dataset(s.strip()) for s in specs)
     if len(read) != len(specs): raise SmaError(f"--datasets: two datasets have the same name ({', '.join(specs)})")
-    bal = balance(read, seed, max_per_dataset)
+    made = {k: [e for p, a in recs for e in examples(tok, p, a, max_length)] for k, recs in read.items()}
+    bal = balance(made, seed, max_per_dataset)
     tr, va = split(bal, val_fraction, seed)
-    enc = lambda part: [(*encode(tok, p, a, max_length), i) for i, k in enumerate(part) for p, a in part[k]]
-    train, val = enc(tr), enc(va)
+    train, val = ([(x, y, i) for i, k in enumerate(part) for x, y in part[k]] for part in (tr, va))
     for i, k in enumerate(read):     # a window the prompts fill would train on nothing, silently
         if not any(t >= 0 for x, y, j in train + val if j == i for t in y):
             raise SmaError(f"--max_length {max_length} leaves no answer token in dataset {k!r} (its prompts fill the window): raise --max_length")
-    return RouterData(list(read), train, val, {k: (len(read[k]), len(bal[k])) for k in read})
+    return RouterData(list(read), train, val, {k: (len(made[k]), len(bal[k])) for k in read})
