@@ -14,7 +14,8 @@ from .checkpoint import atomic_write
 from .cli import cli_errors
 from .data import discover_domains, file_documents
 from .qa_eval import data_root, read_gsm8k, eval_gsm8k, gsm8k_shots
-from .orchestrator_plan import Subtask, route, rules_plan, LikelihoodRouter, RulesRouter, fit_router, specialists_from_project
+from .orchestrator_plan import Subtask, route, rules_plan, LikelihoodRouter, RulesRouter, fit_router
+from .orchestrator_workers import specialists_from_project
 
 # %% auto #0
 __all__ = ['bootstrap_ci', 'acc', 'heldout_prompts', 'corpus_text', 'routing_eval', 'composed_requests', 'composed_eval',
@@ -148,7 +149,7 @@ def corpus_windows(data_dir, n: int = 40, words: int = 40, seed: int = 0, genera
 def orchestrate_eval(project_dir, data_dir=None, n: int = 50, composed: int = 50, min_tokens: int = 0, routers: str = "likelihood,classifier",
                      threshold: float = 0.5, gsm8k: int = 20, backend: str = "torch", windows: int = 60, bag: bool = True, log=print) -> dict:
     "The evaluation above on a trained project (see `orchestrate_eval_cli`)."
-    specs, gen = specialists_from_project(project_dir, backend, separate=False)
+    specs, gen = specialists_from_project(project_dir, backend)
     names, data = list(specs), Path(project_dir) / "data"
     items = heldout_prompts(data_dir, n, seen=corpus_text(data) if data.is_dir() else "")
     tok_n = specs[gen].n_tokens

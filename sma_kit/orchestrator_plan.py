@@ -7,17 +7,15 @@ from __future__ import annotations
 import json, re, threading, urllib.error, urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Sequence
 import numpy as np
 from .config import SmaError
-from .generate import TextLM, load_lm
+from .generate import TextLM
 
 # %% auto #0
 __all__ = ['VERBS', 'PLAN_PROMPT', 'weights_lock', 'LMSpecialist', 'HTTPSpecialist', 'HFSpecialist', 'Subtask', 'check_plan',
            'is_request', 'rules_plan', 'parse_plan', 'Plan', 'make_plan', 'loglik_table', 'LikelihoodRouter',
-           'RulesRouter', 'GateRouter', 'bag_features', 'ClassifierRouter', 'fit_router', 'Route', 'route',
-           'parse_specialists', 'load_specialist', 'specialists_from_project']
+           'RulesRouter', 'GateRouter', 'bag_features', 'ClassifierRouter', 'fit_router', 'Route', 'route']
 
 # %% ../nbs/39a_orchestrator_plan.ipynb #8bb5abb3
 _LOCKS: dict[int, threading.Lock] = {}
@@ -31,6 +29,8 @@ class LMSpecialist:
     "A kit `TextLM` (any backend, any routing view) as a specialist."
     def __init__(self, name: str, lm: TextLM):
         self.name, self.lm, self.lock = name, lm, weights_lock(lm.model)
+    @property
+    def tok(self): return self.lm.tok
     def __repr__(self): return f"LMSpecialist({self.name!r}, {self.lm.kind})"
     def complete(self, prompts: Sequence[str], max_new_tokens: int = 64, temperature: float = 0.0, seed: int | None = 0) -> list[str]:
         with self.lock: return self.lm.generate(list(prompts), max_new_tokens, temperature, seed=seed)
@@ -294,7 +294,7 @@ class ClassifierRouter:
         per = np.array([[ll[n][i][0] / ll[n][i][1] for n in specs] for i in range(len(texts))])
         g = per[:, list(specs).index(generalist)][:, None]
         X = np.concatenate([per - g, g], 1)
-        return np.concatenate([X, bag_features(specs[generalist].lm.tok, texts, vocab)], 1) if vocab else X
+        return np.concatenate([X, bag_features(specs[generalist].tok, texts, vocab)], 1) if vocab else X
     def probs(self, texts) -> np.ndarray:
         return _softmax(((self.features(self.specs, self.generalist, texts, self.vocab) - self.mu) / self.sd) @ self.W + self.b)
     def propose(self, texts):
@@ -315,7 +315,7 @@ class ClassifierRouter:
 def fit_router(specs: dict, generalist: str, texts: Sequence[str], labels: Sequence[str], l2: float = 1e-2, steps: int = 500,
                lr: float = 0.5, bag: bool = False) -> ClassifierRouter:
     "A `ClassifierRouter` trained on `texts` with `labels` (specialist names); `bag` adds token-histogram features."
-    names, vocab = sorted(set(labels)), (specs[generalist].lm.tok.vocab_size if bag else 0)
+    names, vocab = sorted(set(labels)), (specs[generalist].tok.vocab_size if bag else 0)
     X = ClassifierRouter.features(specs, generalist, texts, vocab)
     mu, sd = X.mean(0), X.std(0)
     sd[sd < 1e-3] = 1.0
@@ -343,38 +343,3 @@ def route(subtasks: Sequence[Subtask], router, generalist: str, threshold: float
         ok = best is not None and conf >= threshold
         out.append(Route(s.id, best if ok else generalist, scores, conf, router.name, not ok))
     return out
-
-# %% ../nbs/39a_orchestrator_plan.ipynb #2fdcfbb9
-def parse_specialists(spec: str) -> dict[str, str]:
-    "name -> where, from 'name=WHERE,...'."
-    out = {}
-    for item in (x.strip() for x in (spec or "").split(",") if x.strip()):
-        name, eq, where = item.partition("=")
-        if not eq or not name.strip() or not where.strip(): raise SmaError(f"--specialists: {item!r} is not name=DIR or name=URL#model")
-        if name.strip() in out: raise SmaError(f"--specialists: {name.strip()!r} is given twice")
-        out[name.strip()] = where.strip()
-    if not out: raise SmaError("--specialists: give at least one name=DIR")
-    return out
-
-def load_specialist(name: str, where: str, backend: str = "torch", device: str = "cpu", timeout: float = 30.0):
-    "A specialist from a folder, `folder[expert]` or `url#model`."
-    if re.match(r"https?://", where):
-        url, _, model = where.partition("#")
-        return HTTPSpecialist(name, url, model or name, timeout)
-    m = re.match(r"^(.*)\[([^\]]+)\]$", where)
-    path, expert = (m.group(1), m.group(2)) if m else (where, None)
-    if not Path(path).is_dir(): raise SmaError(f"{name}: model folder {path} not found")
-    return LMSpecialist(name, load_lm(path, device, force_expert=expert, backend=backend, name=name))
-
-def specialists_from_project(project_dir, backend: str = "torch", device: str = "cpu", separate: bool = True) -> tuple[dict, str]:
-    "({'general': generalist, spec: forced expert, ...}, 'general') of a trained project."
-    out = Path(project_dir) / "outputs"
-    gen, shift = out / "general", out / "shiftable"
-    if not gen.is_dir(): raise SmaError(f"{project_dir}: no trained generalist (outputs/general); train the project first")
-    specs = {"general": LMSpecialist("general", load_lm(gen, device, backend=backend, name="general"))}
-    if shift.is_dir():
-        first = load_lm(shift, device, backend=backend, name="shiftable")
-        for e in first.experts[1:]:
-            lm = load_lm(shift, device, backend=backend, name="shiftable") if separate and e != first.experts[1] else first
-            specs[e] = LMSpecialist(e, lm.with_routing(force_expert=e, name=e))
-    return specs, "general"
