@@ -173,7 +173,9 @@ def orchestrate_eval(project_dir=None, data_dir=None, n: int = 50, composed: int
         t0 = time.perf_counter()
         if rname == "likelihood": router = LikelihoodRouter(specs, gen)
         elif rname in ("classifier", "bag"):
-            router = fit_router(specs, gen, *corpus_windows(data, n=windows, generalist=gen), bag=bag or rname == "bag", ll=rname == "classifier")
+            tx, lb = corpus_windows(data, n=windows, generalist=gen)
+            keep = [i for i, l in enumerate(lb) if l in specs]                  # domains without a specialist here are left out
+            router = fit_router(specs, gen, [tx[i] for i in keep], [lb[i] for i in keep], bag=bag or rname == "bag", ll=rname == "classifier")
         else: raise SmaError(f"--routers: {rname!r} is not likelihood, classifier or bag")
         r = {"fit_s": time.perf_counter() - t0, "single": routing_eval(router, prompts, gen, names, threshold),
              "composed": composed_eval(router, composed_requests(prompts, composed), gen, threshold)}

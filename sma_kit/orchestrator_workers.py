@@ -36,10 +36,10 @@ def _serve(conn, name: str, path: str, expert: str | None, backend: str, device:
         except (EOFError, OSError): return
         if msg is None: return
         method, args = msg
-        t0 = time.time()
+        t0, c0 = time.time(), time.process_time()
         try: out = ("ok", getattr(spec, method)(*args)) if method in _METHODS else ("err", f"unknown call {method!r}")
         except BaseException as e: out = ("err", one_line(e))
-        conn.send((*out, (t0, time.time())))
+        conn.send((*out, (t0, time.time(), time.process_time() - c0)))
 
 class WorkerSpecialist:
     "A kit model folder (or one expert of it) answering from its own process."

@@ -167,7 +167,7 @@ def test_worker_processes_overlap_and_answer_as_in_process(two_models):
         spans = {}
         for w in (1, 2):
             out = run(specs, w)
-            spans[w] = (specs["digits"].span, specs["letters"].span)
+            spans[w] = (specs["digits"].span[:2], specs["letters"].span[:2])
             assert all(p.status == "ok" and p.batch == 2 for p in out.values())
         here = run(two_models, 1)
         assert [out[i].text for i in "1234"] == [here[i].text for i in "1234"]          # same sampled text as in this process
