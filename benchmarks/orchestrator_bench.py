@@ -23,10 +23,11 @@ from common import machine, data_dir, write, RESULTS
 
 from sma_kit.config import TrainConfig
 from sma_kit.backend import load_backend
-from sma_kit.orchestrator_plan import Subtask, Route, Plan, _SCORES, fit_router
+from sma_kit.orchestrator_plan import Subtask, Route, Plan, _SCORES, fit_router, LikelihoodRouter
 from sma_kit.orchestrator_workers import specialists_from_project, parse_specialists, load_specialist, ready_all, close_all
 from sma_kit.orchestrator import Orchestrator, execute
-from sma_kit.orchestrator_eval import orchestrate_eval, heldout_prompts, composed_requests, corpus_text, corpus_windows
+from sma_kit.orchestrator_eval import (orchestrate_eval, heldout_prompts, composed_requests, corpus_text, corpus_windows, eval_specialists,
+                                      routing_eval, composed_eval)
 
 SHAPE = dict(d_model=128, n_layers=2, n_heads=4, ffn_dim=384, max_seq_len=128)
 
@@ -117,7 +118,7 @@ def main():
     torch.set_num_threads(1)
     parts = set(a.parts.split(","))
     old = RESULTS / "orchestrator.json"
-    R = json.loads(old.read_text()) if old.is_file() and parts != {"eval", "parallel", "overhead"} else {}
+    R = json.loads(old.read_text()) if old.is_file() and not parts >= {"eval", "parallel", "overhead"} else {}
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     stamp = {"machine": machine(), "commit": commit, "loadavg_start": os.getloadavg(), "settings": vars(a)}
     project = a.out if a.train else a.project
@@ -130,6 +131,19 @@ def main():
         R["eval"] = orchestrate_eval(project, n=a.n, composed=a.composed, min_tokens=30, gsm8k=a.gsm8k, routers="likelihood,classifier,bag",
                                      windows=a.windows, specialists=None if project else a.specialists, train_data=a.train_data)
         R["eval_s"], R["eval_run"] = time.perf_counter() - t0, {**stamp, "loadavg_end": os.getloadavg()}
+    if "routes" in parts:                       # routing accuracy only (no perplexity, no GSM8K): the quick check of named model folders
+        specs, gen, data = eval_specialists(project, None if project else a.specialists, a.train_data)
+        items = heldout_prompts(None, a.n, seen=corpus_text(data))
+        prompts = {d: [p for p, _ in v if specs[gen].n_tokens(p) >= 30] for d, v in items.items() if d in specs}
+        tx, lb = corpus_windows(data, n=a.windows, generalist=gen)
+        keep = [i for i, l in enumerate(lb) if l in specs]
+        routers = {"likelihood": LikelihoodRouter(specs, gen),
+                   "bag": fit_router(specs, gen, [tx[i] for i in keep], [lb[i] for i in keep], bag=True, ll=False)}
+        R["routes"] = {"models": a.specialists or project, "prompts_per_domain": {d: len(v) for d, v in prompts.items()}, **stamp,
+                       **{k: {"single": routing_eval(r, prompts, gen, list(specs)), "composed": composed_eval(r, composed_requests(prompts, a.composed), gen)}
+                          for k, r in routers.items()}, "loadavg_end": os.getloadavg()}
+        for k in routers: print("routes", k, {d: round(v["accuracy"], 3) for d, v in R["routes"][k]["single"]["per_domain"].items()},
+                                "composed parts", round(R["routes"][k]["composed"]["part_routing"]["accuracy"], 3))
     if parts & {"parallel", "overhead"}:
         sp = a.speed_project or project
         spec_arg = None if sp else a.specialists
@@ -152,6 +166,9 @@ def main():
                               round(R["parallel"]["ratio_parallel_vs_in_process"], 3), "cores used", round(R["parallel"]["cores_used_parallel"], 2))
     for k, v in R.get("overhead", {}).items():
         if k != "run": print("overhead", k, round(v["overhead_fraction"], 4))
+    mine = {"eval": ("project", "eval", "eval_s", "eval_run"), "routes": ("routes",), "parallel": ("parallel",), "overhead": ("overhead",)}
+    if old.is_file() and not parts >= {"eval", "parallel", "overhead"}:   # another run may have written meanwhile: keep its parts
+        R = {**json.loads(old.read_text()), **{k: R[k] for p in parts for k in mine.get(p, ()) if k in R}}
     write("orchestrator", R)
 
 
