@@ -135,6 +135,7 @@ def main():
         specs, gen, data = eval_specialists(project, None if project else a.specialists, a.train_data)
         items = heldout_prompts(None, a.n, seen=corpus_text(data))
         prompts = {d: [p for p, _ in v if specs[gen].n_tokens(p) >= 30] for d, v in items.items() if d in specs}
+        prompts = {d: v for d, v in prompts.items() if v}                          # a domain without a prompt of 30+ tokens is left out
         tx, lb = corpus_windows(data, n=a.windows, generalist=gen)
         keep = [i for i, l in enumerate(lb) if l in specs]
         routers = {"likelihood": LikelihoodRouter(specs, gen),
