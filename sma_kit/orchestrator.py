@@ -12,11 +12,12 @@ from fastcore.basics import patch
 from fastcore.script import call_parse
 from .config import SmaError
 from .cli import cli_errors
-from .generate import TextLM
+from .generate import TextLM, load_lm
 from .manager import SpecialistManager
 from .chat import one_line
 from .orchestrator_plan import (Subtask, Plan, Route, check_plan, make_plan, route, LikelihoodRouter, RulesRouter, GateRouter,
-                                ClassifierRouter, LMSpecialist, load_specialist, parse_specialists, specialists_from_project)
+                                ClassifierRouter, LMSpecialist)
+from .orchestrator_workers import WorkerSpecialist, load_specialist, parse_specialists, specialists_from_project, ready_all, close_all
 
 # %% auto #0
 __all__ = ['COMBINE_PROMPT', 'ROUTERS', 'Part', 'part_prompt', 'execute', 'combine_concat', 'Orchestrator', 'trace_text',
@@ -176,10 +177,11 @@ def build_orchestrator(project_dir=None, specialists=None, generalist=None, back
                        keywords=None, timeout: float = 120.0, **kw) -> Orchestrator:
     "An `Orchestrator` over a project's models or named specialists (what the command line does)."
     if bool(project_dir) == bool(specialists): raise SmaError("give exactly one of --project_dir and --specialists")
-    if project_dir: specs, gen = specialists_from_project(project_dir, backend, device)
+    processes = kw.get("workers", 4) > 1          # concurrent calls: each kit model in a worker process
+    if project_dir: specs, gen = specialists_from_project(project_dir, backend, device, processes)
     else:
         where = parse_specialists(specialists)
-        specs = {n: load_specialist(n, w, backend, device, timeout) for n, w in where.items()}
+        specs = ready_all({n: load_specialist(n, w, backend, device, timeout, processes) for n, w in where.items()})
         gen = "general" if "general" in specs else next(iter(specs))
     gen = generalist or gen
     if gen not in specs: raise SmaError(f"unknown generalist {gen!r}; have {sorted(specs)}")
@@ -187,7 +189,10 @@ def build_orchestrator(project_dir=None, specialists=None, generalist=None, back
     if classifier:
         if not Path(classifier).is_file(): raise SmaError(f"--classifier {classifier}: file not found")
         clf = ClassifierRouter.from_json(Path(classifier).read_text(), specs)
-    gate = next((s.lm.with_routing() for s in specs.values() if isinstance(s, LMSpecialist) and s.lm.shiftable), None)
+    gate = None
+    if kw.get("router") == "gate":          # the gate needs the shiftable model in this process
+        gate = next((s.lm.with_routing() for s in specs.values() if isinstance(s, LMSpecialist) and s.lm.shiftable), None)
+        gate = gate or next((load_lm(s.path, device, backend=backend) for s in specs.values() if isinstance(s, WorkerSpecialist) and s.expert), None)
     return Orchestrator(specs, gen, keywords=parse_keywords(keywords), classifier=clf, gate_lm=gate, timeout=timeout, **kw)
 
 @call_parse
@@ -217,7 +222,8 @@ def orchestrate_cli(
         if not prompt or not prompt.strip(): raise SmaError("--prompt: empty prompt")
         o = build_orchestrator(project_dir, specialists, generalist, backend, device, classifier, keywords, timeout, planner=planner,
                                router=router, threshold=threshold, combine=combine, workers=workers, planner_model=planner_model)
-        tr = o.run(prompt, max_new_tokens, temperature, seed)
+        try: tr = o.run(prompt, max_new_tokens, temperature, seed)
+        finally: close_all(o.specs)
         bad = [p for p in tr["parts"] if p["status"] != "ok"]
         if len(bad) == len(tr["parts"]): raise SmaError(f"every part failed; part {bad[0]['id']}: {bad[0]['error']}")
         print(_dumps(tr, indent=2, default=str) if json else trace_text(tr) + "\n\n" + tr["answer"])
@@ -232,7 +238,7 @@ def orchestrate(self: SpecialistManager, prompt: str, router: str = "likelihood"
     if not isinstance(prompt, str) or not prompt.strip(): raise SmaError("empty prompt: type some text first")
     key = self._version()
     if getattr(self, "_orch_key", None) != key:
-        self._orch_specs, self._orch_key = self._read(lambda: specialists_from_project(self.p, self.backend, separate=False)), key
+        self._orch_specs, self._orch_key = self._read(lambda: specialists_from_project(self.p, self.backend)), key
     specs, gen = self._orch_specs
     gate = next((s.lm.with_routing() for s in specs.values() if s.lm.shiftable), None)
     o = Orchestrator(specs, gen, planner, router, workers, gate_lm=gate, **kw)

@@ -14,11 +14,13 @@ from .checkpoint import atomic_write
 from .cli import cli_errors
 from .data import discover_domains, file_documents
 from .qa_eval import data_root, read_gsm8k, eval_gsm8k, gsm8k_shots
-from .orchestrator_plan import Subtask, route, rules_plan, LikelihoodRouter, RulesRouter, fit_router, specialists_from_project
+from .orchestrator_plan import Subtask, route, rules_plan, LikelihoodRouter, RulesRouter, fit_router
+from .orchestrator_workers import specialists_from_project, parse_specialists, load_specialist
 
 # %% auto #0
 __all__ = ['bootstrap_ci', 'acc', 'heldout_prompts', 'corpus_text', 'routing_eval', 'composed_requests', 'composed_eval',
-           'reference_ppl', 'gsm8k_orchestrated', 'corpus_windows', 'orchestrate_eval', 'orchestrate_eval_cli']
+           'reference_ppl', 'gsm8k_orchestrated', 'corpus_windows', 'eval_specialists', 'orchestrate_eval',
+           'orchestrate_eval_cli']
 
 # %% ../nbs/39c_orchestrator_eval.ipynb #e5d4800e
 def bootstrap_ci(correct, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
@@ -145,11 +147,23 @@ def corpus_windows(data_dir, n: int = 40, words: int = 40, seed: int = 0, genera
     return texts, labels
 
 # %% ../nbs/39c_orchestrator_eval.ipynb #58dcc7eb
-def orchestrate_eval(project_dir, data_dir=None, n: int = 50, composed: int = 50, min_tokens: int = 0, routers: str = "likelihood,classifier",
-                     threshold: float = 0.5, gsm8k: int = 20, backend: str = "torch", windows: int = 60, bag: bool = True, log=print) -> dict:
-    "The evaluation above on a trained project (see `orchestrate_eval_cli`)."
-    specs, gen = specialists_from_project(project_dir, backend, separate=False)
-    names, data = list(specs), Path(project_dir) / "data"
+def eval_specialists(project_dir=None, specialists: str | None = None, train_data=None, backend: str = "torch") -> tuple[dict, str, Path]:
+    "(specialists, generalist, training corpora) of a project, or of named model folders and `train_data`."
+    if bool(project_dir) == bool(specialists): raise SmaError("give exactly one of --project_dir and --specialists")
+    if project_dir: specs, gen = specialists_from_project(project_dir, backend)
+    else:
+        specs, gen = {n: load_specialist(n, w, backend) for n, w in parse_specialists(specialists).items()}, "general"
+        if gen not in specs: raise SmaError(f"--specialists: name the generalist 'general'; have {sorted(specs)}")
+    data = Path(train_data) if train_data else Path(project_dir or ".") / "data"
+    if train_data and not data.is_dir(): raise SmaError(f"--train_data {train_data}: folder not found")
+    return specs, gen, data
+
+def orchestrate_eval(project_dir=None, data_dir=None, n: int = 50, composed: int = 50, min_tokens: int = 0, routers: str = "likelihood,classifier",
+                     threshold: float = 0.5, gsm8k: int = 20, backend: str = "torch", windows: int = 60, bag: bool = True, log=print,
+                     specialists: str | None = None, train_data=None) -> dict:
+    "The evaluation above on a trained project or named model folders (see `orchestrate_eval_cli`)."
+    specs, gen, data = eval_specialists(project_dir, specialists, train_data, backend)
+    names = list(specs)
     items = heldout_prompts(data_dir, n, seen=corpus_text(data) if data.is_dir() else "")
     tok_n = specs[gen].n_tokens
     items = {d: [x for x in v if tok_n(x[0]) >= min_tokens] for d, v in items.items() if d in specs}
@@ -158,8 +172,11 @@ def orchestrate_eval(project_dir, data_dir=None, n: int = 50, composed: int = 50
     for rname in [r.strip() for r in routers.split(",") if r.strip()]:
         t0 = time.perf_counter()
         if rname == "likelihood": router = LikelihoodRouter(specs, gen)
-        elif rname == "classifier": router = fit_router(specs, gen, *corpus_windows(data, n=windows, generalist=gen), bag=bag)
-        else: raise SmaError(f"--routers: {rname!r} is not likelihood or classifier")
+        elif rname in ("classifier", "bag"):
+            tx, lb = corpus_windows(data, n=windows, generalist=gen)
+            keep = [i for i, l in enumerate(lb) if l in specs]                  # domains without a specialist here are left out
+            router = fit_router(specs, gen, [tx[i] for i in keep], [lb[i] for i in keep], bag=bag or rname == "bag", ll=rname == "classifier")
+        else: raise SmaError(f"--routers: {rname!r} is not likelihood, classifier or bag")
         r = {"fit_s": time.perf_counter() - t0, "single": routing_eval(router, prompts, gen, names, threshold),
              "composed": composed_eval(router, composed_requests(prompts, composed), gen, threshold)}
         if rname == "likelihood":
@@ -172,11 +189,13 @@ def orchestrate_eval(project_dir, data_dir=None, n: int = 50, composed: int = 50
 @call_parse
 def orchestrate_eval_cli(
     project_dir:str=None,          # a trained project (its generalist, specialists and data/)
+    specialists:str=None,          # or model folders: general=DIR,math=DIR,... (name=DIR[expert] for an expert)
+    train_data:str=None,           # the corpora the models were trained on (default: project_dir/data)
     data_dir:str=None,             # the real corpora (default: $SMA_DATA_DIR)
     n:int=50,                      # held-out prompts per domain
     composed:int=50,               # composed requests
     min_tokens:int=0,              # keep prompts with at least this many tokens
-    routers:str="likelihood,classifier", # routers to evaluate
+    routers:str="likelihood,classifier", # routers to evaluate: likelihood, classifier, bag
     threshold:float=0.5,           # below this confidence the generalist answers
     gsm8k:int=20,                  # GSM8K questions answered orchestrated vs generalist (0: skip)
     backend:str="torch",           # torch or jax
@@ -186,8 +205,8 @@ def orchestrate_eval_cli(
 ):
     "Routing accuracy, composed requests, reference perplexity and GSM8K of a project's orchestrator."
     with cli_errors():
-        if not project_dir: raise SmaError("--project_dir: give a trained project")
-        res = orchestrate_eval(project_dir, data_dir, n, composed, min_tokens, routers, threshold, gsm8k, backend, windows, not no_bag)
+        res = orchestrate_eval(project_dir, data_dir, n, composed, min_tokens, routers, threshold, gsm8k, backend, windows, not no_bag,
+                               specialists=specialists, train_data=train_data)
         text = json.dumps(res, indent=2, default=str)
         if out: atomic_write(out, text + "\n")
         else: print(text)

@@ -4,20 +4,18 @@
 
 # %% ../nbs/39a_orchestrator_plan.ipynb #428086cc
 from __future__ import annotations
-import json, re, threading, urllib.error, urllib.request
+import json, re, threading, urllib.error, urllib.request, weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Sequence
 import numpy as np
 from .config import SmaError
-from .generate import TextLM, load_lm
+from .generate import TextLM
 
 # %% auto #0
 __all__ = ['VERBS', 'PLAN_PROMPT', 'weights_lock', 'LMSpecialist', 'HTTPSpecialist', 'HFSpecialist', 'Subtask', 'check_plan',
            'is_request', 'rules_plan', 'parse_plan', 'Plan', 'make_plan', 'loglik_table', 'LikelihoodRouter',
-           'RulesRouter', 'GateRouter', 'bag_features', 'ClassifierRouter', 'fit_router', 'Route', 'route',
-           'parse_specialists', 'load_specialist', 'specialists_from_project']
+           'RulesRouter', 'GateRouter', 'bag_features', 'ClassifierRouter', 'fit_router', 'Route', 'route']
 
 # %% ../nbs/39a_orchestrator_plan.ipynb #8bb5abb3
 _LOCKS: dict[int, threading.Lock] = {}
@@ -31,6 +29,8 @@ class LMSpecialist:
     "A kit `TextLM` (any backend, any routing view) as a specialist."
     def __init__(self, name: str, lm: TextLM):
         self.name, self.lm, self.lock = name, lm, weights_lock(lm.model)
+    @property
+    def tok(self): return self.lm.tok
     def __repr__(self): return f"LMSpecialist({self.name!r}, {self.lm.kind})"
     def complete(self, prompts: Sequence[str], max_new_tokens: int = 64, temperature: float = 0.0, seed: int | None = 0) -> list[str]:
         with self.lock: return self.lm.generate(list(prompts), max_new_tokens, temperature, seed=seed)
@@ -228,10 +228,25 @@ def make_plan(request: str, planner: str = "rules", lm=None, retries: int = 2, m
 def _softmax(x: np.ndarray) -> np.ndarray:
     e = np.exp(x - x.max(-1, keepdims=True)); return e / e.sum(-1, keepdims=True)
 
-def loglik_table(specs: dict, texts: Sequence[str]) -> dict[str, list[tuple[float, int]]]:
-    "(sum log p, tokens) of each text under each specialist (one batched call per model, the models concurrently)."
-    with ThreadPoolExecutor(max(1, len(specs))) as ex: futs = {n: ex.submit(s.loglik, list(texts)) for n, s in specs.items()}
-    return {n: f.result() for n, f in futs.items()}
+_SCORES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()     # specialist -> {text: (sum log p, tokens)}
+_SCORES_LOCK = threading.Lock()
+
+def loglik_table(specs: dict, texts: Sequence[str], keep: int = 4096) -> dict[str, list[tuple[float, int]]]:
+    "(sum log p, tokens) of each text under each specialist: one batched call per model for the texts it has not scored, the models concurrently."
+    with _SCORES_LOCK:
+        known = {n: _SCORES.setdefault(s, {}) for n, s in specs.items()}
+        todo = {n: [t for t in dict.fromkeys(texts) if t not in known[n]] for n in specs}
+    todo = {n: ts for n, ts in todo.items() if ts}
+    if len(todo) > 1:
+        with ThreadPoolExecutor(len(todo)) as ex: futs = {n: ex.submit(specs[n].loglik, ts) for n, ts in todo.items()}
+        got = {n: f.result() for n, f in futs.items()}
+    else: got = {n: specs[n].loglik(ts) for n, ts in todo.items()}
+    with _SCORES_LOCK:
+        for n, ts in todo.items(): known[n].update(zip(ts, map(tuple, got[n])))
+        table = {n: [known[n][t] for t in texts] for n in specs}
+        for k in known.values():
+            while len(k) > keep: k.pop(next(iter(k)))
+    return table
 
 class LikelihoodRouter:
     name = "likelihood"
@@ -285,18 +300,20 @@ def bag_features(tok, texts, vocab: int) -> np.ndarray:
 
 class ClassifierRouter:
     name = "classifier"
-    def __init__(self, specs: dict, generalist: str, labels: Sequence[str], W, b, mu, sd, vocab: int = 0):
-        self.specs, self.generalist, self.labels, self.vocab = specs, generalist, list(labels), int(vocab)
+    def __init__(self, specs: dict, generalist: str, labels: Sequence[str], W, b, mu, sd, vocab: int = 0, ll: bool = True):
+        self.specs, self.generalist, self.labels, self.vocab, self.ll = specs, generalist, list(labels), int(vocab), bool(ll)
         self.W, self.b, self.mu, self.sd = (np.asarray(x, np.float64) for x in (W, b, mu, sd))
     @staticmethod
-    def features(specs: dict, generalist: str, texts, vocab: int = 0) -> np.ndarray:
-        ll = loglik_table(specs, texts)
-        per = np.array([[ll[n][i][0] / ll[n][i][1] for n in specs] for i in range(len(texts))])
-        g = per[:, list(specs).index(generalist)][:, None]
-        X = np.concatenate([per - g, g], 1)
-        return np.concatenate([X, bag_features(specs[generalist].lm.tok, texts, vocab)], 1) if vocab else X
+    def features(specs: dict, generalist: str, texts, vocab: int = 0, ll: bool = True) -> np.ndarray:
+        X = np.zeros((len(texts), 0))
+        if ll:
+            t = loglik_table(specs, texts)
+            per = np.array([[t[n][i][0] / t[n][i][1] for n in specs] for i in range(len(texts))]).reshape(len(texts), len(specs))
+            g = per[:, list(specs).index(generalist)][:, None]
+            X = np.concatenate([per - g, g], 1)
+        return np.concatenate([X, bag_features(specs[generalist].tok, texts, vocab)], 1) if vocab else X
     def probs(self, texts) -> np.ndarray:
-        return _softmax(((self.features(self.specs, self.generalist, texts, self.vocab) - self.mu) / self.sd) @ self.W + self.b)
+        return _softmax(((self.features(self.specs, self.generalist, texts, self.vocab, self.ll) - self.mu) / self.sd) @ self.W + self.b)
     def propose(self, texts):
         out = []
         for p in self.probs(texts):
@@ -304,19 +321,20 @@ class ClassifierRouter:
             out.append((None if self.labels[k] == self.generalist else self.labels[k], dict(zip(self.labels, map(float, p))), float(p[k])))
         return out
     def to_json(self) -> str:
-        return json.dumps({"generalist": self.generalist, "models": list(self.specs), "labels": self.labels, "vocab": self.vocab,
+        return json.dumps({"generalist": self.generalist, "models": list(self.specs), "labels": self.labels, "vocab": self.vocab, "ll": self.ll,
                            **{k: getattr(self, k).tolist() for k in ("W", "b", "mu", "sd")}})
     @classmethod
     def from_json(cls, s: str, specs: dict) -> "ClassifierRouter":
         d = json.loads(s)
         if d["models"] != list(specs): raise SmaError(f"the classifier was trained over models {d['models']}, not {list(specs)}")
-        return cls(specs, d["generalist"], d["labels"], d["W"], d["b"], d["mu"], d["sd"], d.get("vocab", 0))
+        return cls(specs, d["generalist"], d["labels"], d["W"], d["b"], d["mu"], d["sd"], d.get("vocab", 0), d.get("ll", True))
 
 def fit_router(specs: dict, generalist: str, texts: Sequence[str], labels: Sequence[str], l2: float = 1e-2, steps: int = 500,
-               lr: float = 0.5, bag: bool = False) -> ClassifierRouter:
-    "A `ClassifierRouter` trained on `texts` with `labels` (specialist names); `bag` adds token-histogram features."
-    names, vocab = sorted(set(labels)), (specs[generalist].lm.tok.vocab_size if bag else 0)
-    X = ClassifierRouter.features(specs, generalist, texts, vocab)
+               lr: float = 0.5, bag: bool = False, ll: bool = True) -> ClassifierRouter:
+    "A `ClassifierRouter` trained on `texts` with `labels` (specialist names) over log-likelihood (`ll`) and/or token-histogram (`bag`) features."
+    if not (ll or bag): raise SmaError("the classifier needs features: log-likelihoods (ll), the token histogram (bag) or both")
+    names, vocab = sorted(set(labels)), (specs[generalist].tok.vocab_size if bag else 0)
+    X = ClassifierRouter.features(specs, generalist, texts, vocab, ll)
     mu, sd = X.mean(0), X.std(0)
     sd[sd < 1e-3] = 1.0
     Xs, Y = (X - mu) / sd, np.eye(len(names))[[names.index(l) for l in labels]]
@@ -324,7 +342,7 @@ def fit_router(specs: dict, generalist: str, texts: Sequence[str], labels: Seque
     for _ in range(steps):
         G = (_softmax(Xs @ W + b) - Y) / len(Xs)
         W -= lr * (Xs.T @ G + l2 * W); b -= lr * G.sum(0)
-    return ClassifierRouter(specs, generalist, names, W, b, mu, sd, vocab)
+    return ClassifierRouter(specs, generalist, names, W, b, mu, sd, vocab, ll)
 
 # %% ../nbs/39a_orchestrator_plan.ipynb #e3965a90
 @dataclass
@@ -343,38 +361,3 @@ def route(subtasks: Sequence[Subtask], router, generalist: str, threshold: float
         ok = best is not None and conf >= threshold
         out.append(Route(s.id, best if ok else generalist, scores, conf, router.name, not ok))
     return out
-
-# %% ../nbs/39a_orchestrator_plan.ipynb #2fdcfbb9
-def parse_specialists(spec: str) -> dict[str, str]:
-    "name -> where, from 'name=WHERE,...'."
-    out = {}
-    for item in (x.strip() for x in (spec or "").split(",") if x.strip()):
-        name, eq, where = item.partition("=")
-        if not eq or not name.strip() or not where.strip(): raise SmaError(f"--specialists: {item!r} is not name=DIR or name=URL#model")
-        if name.strip() in out: raise SmaError(f"--specialists: {name.strip()!r} is given twice")
-        out[name.strip()] = where.strip()
-    if not out: raise SmaError("--specialists: give at least one name=DIR")
-    return out
-
-def load_specialist(name: str, where: str, backend: str = "torch", device: str = "cpu", timeout: float = 30.0):
-    "A specialist from a folder, `folder[expert]` or `url#model`."
-    if re.match(r"https?://", where):
-        url, _, model = where.partition("#")
-        return HTTPSpecialist(name, url, model or name, timeout)
-    m = re.match(r"^(.*)\[([^\]]+)\]$", where)
-    path, expert = (m.group(1), m.group(2)) if m else (where, None)
-    if not Path(path).is_dir(): raise SmaError(f"{name}: model folder {path} not found")
-    return LMSpecialist(name, load_lm(path, device, force_expert=expert, backend=backend, name=name))
-
-def specialists_from_project(project_dir, backend: str = "torch", device: str = "cpu", separate: bool = True) -> tuple[dict, str]:
-    "({'general': generalist, spec: forced expert, ...}, 'general') of a trained project."
-    out = Path(project_dir) / "outputs"
-    gen, shift = out / "general", out / "shiftable"
-    if not gen.is_dir(): raise SmaError(f"{project_dir}: no trained generalist (outputs/general); train the project first")
-    specs = {"general": LMSpecialist("general", load_lm(gen, device, backend=backend, name="general"))}
-    if shift.is_dir():
-        first = load_lm(shift, device, backend=backend, name="shiftable")
-        for e in first.experts[1:]:
-            lm = load_lm(shift, device, backend=backend, name="shiftable") if separate and e != first.experts[1] else first
-            specs[e] = LMSpecialist(e, lm.with_routing(force_expert=e, name=e))
-    return specs, "general"

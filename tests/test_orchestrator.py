@@ -1,5 +1,5 @@
 "Orchestrator: planners, routing with trained models, execution (dependencies, failures, concurrency), endpoints, CLI errors."
-import json, threading, time
+import json, os, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 import pytest
@@ -155,6 +155,32 @@ def test_parallel_equals_serial_with_a_seed(two_models):
     assert [r["specialist"] for r in a["routes"]] == ["digits", "letters", "digits", "letters"]
     assert [p["text"] for p in a["parts"]] == [p["text"] for p in b["parts"]] and a["answer"] == b["answer"]
     assert all(p["status"] == "ok" and p["batch"] == 2 for p in a["parts"])
+
+def test_worker_processes_overlap_and_answer_as_in_process(two_models):
+    from sma_kit.orchestrator_workers import WorkerSpecialist, ready_all, close_all
+    specs = ready_all({n: WorkerSpecialist(n, m.path) for n, m in two_models.items()})
+    try:
+        assert len({s.pid for s in specs.values()} | {os.getpid()}) == 4
+        plan = Plan("r", [Subtask(str(i), t) for i, t in enumerate(["12 34", "ab cd", "56 78", "ef gh"], 1)], "rules")
+        rs = routes({"1": "digits", "2": "letters", "3": "digits", "4": "letters"})
+        run = lambda sp, w: execute(plan, rs, sp, workers=w, max_new_tokens=96, temperature=0.9, seed=3)
+        spans = {}
+        for w in (1, 2):
+            out = run(specs, w)
+            spans[w] = (specs["digits"].span[:2], specs["letters"].span[:2])
+            assert all(p.status == "ok" and p.batch == 2 for p in out.values())
+        here = run(two_models, 1)
+        assert [out[i].text for i in "1234"] == [here[i].text for i in "1234"]          # same sampled text as in this process
+        (a0, a1), (b0, b1) = spans[2]
+        assert a0 < b1 and b0 < a1, spans                    # two worker processes computed at the same time
+        (a0, a1), (b0, b1) = spans[1]
+        assert a1 <= b0 or b1 <= a0, spans                   # one at a time
+        specs["letters"].proc.kill(); specs["letters"].proc.join(5)
+        out = run(specs, 2)                                  # a dead worker: its parts fail, the others return
+        assert [out[i].status for i in "1234"] == ["ok", "failed", "ok", "failed"] and "exited" in out["2"].error
+    finally: close_all(specs)
+    assert all(s.proc is None for s in specs.values())
+
 
 def test_transformers_llama_specialist(two_models):
     transformers = pytest.importorskip("transformers")
