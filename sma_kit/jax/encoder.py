@@ -16,8 +16,8 @@ from ..checkpoint import atomic_write, check_model_dir, CONFIG, WEIGHTS, TOKENIZ
 from ..mlm import encoder_mask_id, encoder_config_json, embed_with
 from ..mlm_train import MaskedLM, encoder_inputs, init_tensors
 from .model import DecoderLM, rope_tables, as_dtype, dropout, _keys, state_dict, load_state_dict, cross_entropy, token_nll
-from .mesh import maybe_initialize_distributed, pick_devices, make_mesh, sharded_model, batch_shards, check_batch, put_batch
-from .train import Trainer, load_weights, check_output_dir, compute_dtype_for, MAX_TO_KEEP
+from .mesh import sharded_model, batch_shards, put_batch
+from .train import Trainer, load_weights, check_output_dir, compute_dtype_for, training_mesh, MAX_TO_KEEP
 
 # %% auto #0
 __all__ = ['EncoderLM', 'save_encoder', 'load_encoder', 'embed', 'mlm_train_loss', 'EncoderTrainer', 'init_weights_from',
@@ -134,10 +134,7 @@ def train_encoder(data_dir, output_dir, cfg: ModelConfig | dict | None = None, t
                   mesh=None) -> dict:
     "Train a kit encoder by masked-LM on `data_dir` (a DATA root's general/ or one folder) into `output_dir`, with JAX."
     tc = tc or TrainConfig()
-    maybe_initialize_distributed()
-    devices = pick_devices(device)
-    mesh = mesh if isinstance(mesh, Mesh) else make_mesh(mesh, devices)
-    check_batch(tc.batch_size, mesh)
+    devices, mesh = training_mesh(device, mesh, tc.batch_size)
     g, mid = encoder_inputs(data_dir, output_dir, cfg, tc, tokenizer, vocab_size, val_fraction, init_from, resume, overwrite, check_output_dir)
     make = lambda c, r, d, rm: EncoderLM(c, mid, r, d, rm)
     model = sharded_model(g.cfg, mesh, tc.seed, compute_dtype_for(tc.precision, devices[0].platform), cls=make)
