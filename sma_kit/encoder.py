@@ -15,11 +15,13 @@ from .backend import load_backend
 from .mlm import model_type, read_config_json, ENCODER
 from .router import is_router_dir
 from .retrieval import Embedder, register_embedder, weights_digest
+from .data import discover_domains, resolve_data_dir, load_domain
+from .split import split_text
 from .cli import cli_errors, require, run_flags, final_line, RENAME
 
 # %% auto #0
-__all__ = ['DTYPES', 'model_dir_of', 'load_model_and_tokenizer', 'extract_model', 'EncoderEmbedder', 'sma_extract',
-           'sma_train_encoder']
+__all__ = ['DTYPES', 'model_dir_of', 'load_model_and_tokenizer', 'extract_model', 'EncoderEmbedder', 'retrieval_probe',
+           'sma_extract', 'sma_train_encoder']
 
 # %% ../nbs/52_encoder.ipynb #df81604d
 def model_dir_of(path) -> Path:
@@ -85,6 +87,26 @@ class EncoderEmbedder(Embedder):
 
 register_embedder(ENCODER, EncoderEmbedder)
 
+# %% ../nbs/52_encoder.ipynb #d770a5d7
+def retrieval_probe(data_dir, out_dir, n_docs: int = 40, min_chars: int = 200) -> tuple[Path, Path]:
+    "(docs folder, queries file) written into `out_dir` from the corpus at `data_dir` (a DATA root or one domain folder)."
+    d = Path(data_dir)
+    domains = discover_domains(d, require_general=False) if d.is_dir() and any(p.is_dir() for p in d.iterdir()) else resolve_data_dir(d)
+    per = -(-n_docs // max(len(domains), 1))
+    docs, queries = Path(out_dir) / "docs", []
+    for name, files in domains.items():
+        texts = [t for t in load_domain(files)["text"] if len(t.strip()) >= min_chars][:per]
+        for k, text in enumerate(texts):
+            if len(queries) == n_docs: break
+            rel = f"{name}/{k}.txt"
+            (docs / name).mkdir(parents=True, exist_ok=True)
+            atomic_write(docs / rel, text)
+            queries.append({"query": max((c.text.strip() for c in split_text(text, "sentence", max_length=None)), key=len), "relevant": [rel]})
+    if not queries: raise SmaError(f"{data_dir}: no document of at least {min_chars} characters to build a retrieval probe from")
+    q = Path(out_dir) / "queries.jsonl"
+    atomic_write(q, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in queries))
+    return docs, q
+
 # %% ../nbs/52_encoder.ipynb #fdfc3f48
 @call_parse
 def sma_extract(
@@ -112,12 +134,17 @@ def sma_train_encoder(
     with cli_errors():
         require(data_dir=data_dir, output_dir=output_dir)
         rc, device, B = run_flags(kw)
-        if B.__name__ != "sma_kit.torch": raise SmaError("--backend jax: encoder training runs on the PyTorch backend for now (JAX loads and runs the checkpoint)")
-        from sma_kit.torch.encoder import train_encoder
+        if B.__name__ == "sma_kit.jax":
+            from sma_kit.jax.encoder import train_encoder
+            on = dict(mesh=rc.mesh)
+        else:
+            if rc.mesh is not None: raise SmaError(f"--mesh {rc.mesh}: PyTorch encoder training runs on one device; use --backend jax for a mesh")
+            from sma_kit.torch.encoder import train_encoder
+            on = {}
         tc = TrainConfig(**flag_values(TrainConfig, kw))
         cfg = {**flag_values(ModelConfig, kw, RENAME), "max_seq_len": tc.seq_len}
         res = train_encoder(data_dir, output_dir, cfg, tc, tokenizer, vocab_size, rc.val_fraction, device or "auto", mask_prob, whole_word,
-                            rc.init_from, rc.resume, rc.overwrite, not rc.quiet)
+                            rc.init_from, rc.resume, rc.overwrite, not rc.quiet, **on)
         print(f"{res['n_params']:,} parameters, {res['train_tokens']:,} training tokens, {res['elapsed_s']:.1f} s")
         print(final_line(res).replace("perplexity", "masked-token perplexity"))
         if res["interrupted"]: sys.exit(130)

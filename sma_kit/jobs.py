@@ -16,11 +16,12 @@ from .cli import cli_errors
 from .job_report import format_figures
 from .router import RouterConfig, is_router_dir
 from .router_data import RouterTrainConfig
+from .split import METHODS as SPLIT_METHODS
 
 # %% auto #0
-__all__ = ['JOB_BACKENDS', 'COMMON', 'MODEL', 'TRAIN', 'SHIFT', 'ROUTER', 'JOB_PARAMS', 'JOB_NAMES', 'JobParam', 'config_param',
-           'config_values', 'model_settings', 'train_settings', 'shift_settings', 'router_settings', 'job_params',
-           'notebook_params', 'parse_value', 'repo_root', 'jobs_dir', 'job_notebook', 'parameters_source',
+__all__ = ['JOB_BACKENDS', 'COMMON', 'MODEL', 'TRAIN', 'SHIFT', 'ROUTER', 'ENCODER', 'JOB_PARAMS', 'JOB_NAMES', 'JobParam',
+           'config_param', 'config_values', 'model_settings', 'train_settings', 'shift_settings', 'router_settings',
+           'job_params', 'notebook_params', 'parse_value', 'repo_root', 'jobs_dir', 'job_notebook', 'parameters_source',
            'parameters_cell', 'job_backend', 'output_dir_for', 'JobError', 'ensure_kernel', 'run_job', 'run_job_cli']
 
 # %% ../nbs/60_jobs.ipynb #2b3a7c80
@@ -112,6 +113,15 @@ ROUTER = dict(
     max_new_tokens=JobParam(24, int, "tokens of the sample", min=1),
 )
 
+ENCODER = dict(
+    mask_prob=JobParam(0.15, float, "fraction of tokens picked for masking (80% mask token, 10% random, 10% kept)", min=0.001, max=1.0),
+    whole_word=JobParam(False, bool, "pick whole words for masking instead of single tokens"),
+    docs=JobParam(None, str, "folder or file of .txt .md .rst .jsonl documents to index; None: n_docs documents of the data, written to output_dir/docs"),
+    queries=JobParam(None, str, "jsonl of {query, relevant: [doc ids]}; None: one sentence of each document as its query, written to output_dir/queries.jsonl"),
+    n_docs=JobParam(40, int, "documents taken from the data when docs is None", min=2),
+    split=JobParam("paragraph", str, "how documents are cut into chunks", choices=SPLIT_METHODS),
+)
+
 JOB_PARAMS = {
     "train_generalist": {**COMMON, **MODEL, **TRAIN},
     "train_specialists": {**COMMON, **MODEL, **TRAIN,
@@ -132,6 +142,7 @@ JOB_PARAMS = {
                   "peak_tflops": JobParam(None, float, "peak TFLOP/s of the devices, for MFU; None: no MFU", min=1e-6)},
     "train_router": {**COMMON, "backend": JobParam("torch", str, "torch only: the router trains heads over PyTorch members", choices=("torch",)),
                      **MODEL, "generalist_steps": _GENERALIST_STEPS, **ROUTER},
+    "train_encoder": {**COMMON, **MODEL, **TRAIN, **ENCODER},
 }
 JOB_NAMES = tuple(JOB_PARAMS)
 
@@ -358,7 +369,7 @@ def _print_params(name):
 
 @call_parse
 def run_job_cli(
-    name:str,                     # a job (train_generalist, train_specialists, evaluate, benchmark, train_router), a notebook path, or `list`
+    name:str,                     # a job (train_generalist, train_specialists, evaluate, benchmark, train_router, train_encoder), a notebook path, or `list`
     p:Param("KEY VALUE: set a job parameter (repeat it; the value is read like papermill's -p)", str, nargs=2, action="append")=None,
     output_dir:str=None,          # where the job writes everything (required)
     kernel:str=None,              # Jupyter kernel name (default: one running this interpreter)

@@ -411,3 +411,39 @@ def test_job_notebooks_carry_the_derived_defaults():
         nb = json.loads(jobs.job_notebook(job).read_text())
         assert jobs.parameters_cell(nb) == {k: p.default for k, p in jobs.JOB_PARAMS[job].items()}, job
         assert all(not c.get("outputs") for c in nb["cells"] if c["cell_type"] == "code"), f"{job}: outputs committed"
+
+
+ENCODER_TINY = dict(d_model=32, n_heads=2, n_layers=1, ffn_dim=64, seq_len=32, max_steps=6, batch_size=4, eval_every=3, seed=7, tokenizer="byte")
+
+
+def test_train_encoder_trains_indexes_and_scores(corpus, scripts, env, tmp_path):
+    "train_encoder on JAX: the encoder dir (read by PyTorch too), masked-LM metrics, three stores, and retrieval figures that a reload reproduces."
+    from sma_kit.encoder import load_model_and_tokenizer   # also registers the encoder:DIR retriever
+    from sma_kit.retrieval import DocumentStore, read_queries, evaluate_store
+    docs = tmp_path / "docs"; docs.mkdir()
+    for i, topic in enumerate(["pigs went to market", "cows came home at night", "apples fell from the tree", "boats sailed on the sea"]):
+        (docs / f"d{i}.txt").write_text(f"This note is about {topic}.\n\nIt says again that {topic}, and nothing else.\n")
+    (tmp_path / "q.jsonl").write_text("".join(json.dumps({"query": f"what about {t}?", "relevant": [f"d{i}.txt"]}) + "\n"
+                                              for i, t in enumerate(["pigs", "cows", "apples", "boats"])))
+    out = tmp_path / "enc"
+    p = run(scripts, env, "run_job_cli", "train_encoder", *flags({**ENCODER_TINY, "data_dir": corpus, "backend": "jax", "docs": docs,
+            "queries": tmp_path / "q.jsonl", "split": "sentence"}), "--output_dir", out, "--quiet", timeout=900)
+    assert p.returncode == 0, (p.stdout[-2000:], p.stderr[-2000:])
+    m = json.loads((out / "metrics.json").read_text())
+    f = m["figures"]
+    assert m["parameters"]["backend"] == "jax" and f["steps"] == 6 and f["documents"] == 4 and f["queries"] == 4
+    recs = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all("mlm_acc" in r for r in recs) and [r["step"] for r in recs if "val_mlm_acc" in r] == [3, 6]
+    assert hasattr(load_model_and_tokenizer(out, "torch", "cpu")[0], "predict_mlm")
+    qs = read_queries(tmp_path / "q.jsonl")
+    for name in ("bm25", "encoder", "hybrid"):
+        got = evaluate_store(DocumentStore.load(out / "stores" / name), qs)
+        assert all(abs(got[k] - v) < 1e-9 for k, v in f["retrieval"][name].items()), name
+    assert f["retrieval"]["bm25"]["recall@1"] == 1.0
+
+
+def test_train_encoder_needs_docs_and_queries_together(tmp_path, scripts, env):
+    p = run(scripts, env, "run_job_cli", "train_encoder", "--p", "docs", tmp_path, "--output_dir", tmp_path / "o")
+    one_error_line(p, 1, "parameters docs and queries: give both")
+    p = run(scripts, env, "run_job_cli", "train_encoder", "--p", "mask_prob", "1.5", "--output_dir", tmp_path / "o")
+    one_error_line(p, 2, "parameter mask_prob")

@@ -29,7 +29,7 @@ from .mesh import (RULES, maybe_initialize_distributed, pick_devices, make_mesh,
 # %% auto #0
 __all__ = ['MAX_TO_KEEP', 'lr_schedule', 'decay_mask', 'make_optimizer', 'lm_loss', 'make_train_step', 'save_model',
            'load_weights', 'load_sharded', 'load_model', 'eval_loss', 'orbax_steps', 'Trainer', 'check_output_dir',
-           'compute_dtype_for', 'train_generalist', 'eval_domains', 'train_specialists']
+           'compute_dtype_for', 'training_mesh', 'train_generalist', 'eval_domains', 'train_specialists']
 
 # %% ../../nbs/23_jax_train.ipynb #5fb6aea5
 def lr_schedule(tc: TrainConfig, total: int):
@@ -272,6 +272,14 @@ def compute_dtype_for(precision: str, platform: str):
     if precision not in ("auto", "fp32", "bf16"): raise SmaError(f"--precision must be auto, fp32 or bf16, got {precision!r}")
     return "bfloat16" if precision == "bf16" or (precision == "auto" and platform == "tpu") else None
 
+def training_mesh(device: str = "auto", mesh=None, batch_size: int | None = None) -> tuple[list, Mesh]:
+    "(devices, mesh) of a training run: multi-host start-up, the devices of `device`, `mesh` (a Mesh, 'data,fsdp' sizes or None: all on fsdp), the batch checked against it."
+    maybe_initialize_distributed()
+    devices = pick_devices(device)
+    mesh = mesh if isinstance(mesh, Mesh) else make_mesh(mesh, devices)
+    if batch_size is not None: check_batch(batch_size, mesh)
+    return devices, mesh
+
 MAX_TO_KEEP = 2   # orbax training states kept per run
 
 def train_generalist(data_dir, output_dir, cfg: ModelConfig | dict | None = None, tc: TrainConfig | None = None,
@@ -279,10 +287,7 @@ def train_generalist(data_dir, output_dir, cfg: ModelConfig | dict | None = None
                      mesh=None, resume: bool = False, overwrite: bool = False, progress: bool = True, init_from=None) -> dict:
     "Train a generalist on `data_dir` (a DATA root's general/ or one folder) into `output_dir`, with JAX (`init_from`: start from that model dir)."
     tc = tc or TrainConfig()
-    maybe_initialize_distributed()
-    devices = pick_devices(device)
-    mesh = mesh if isinstance(mesh, Mesh) else make_mesh(mesh, devices)
-    check_batch(tc.batch_size, mesh)
+    devices, mesh = training_mesh(device, mesh, tc.batch_size)
     g = generalist_inputs(data_dir, output_dir, cfg, tc, tokenizer, vocab_size, val_fraction, resume, overwrite, check_output_dir, init_from)
     model = sharded_model(g.cfg, mesh, tc.seed, compute_dtype_for(tc.precision, devices[0].platform))
     if init_from is not None: load_weights(model, Path(init_from) / WEIGHTS)   # each parameter keeps its shard placement
@@ -304,10 +309,7 @@ def train_specialists(generalist_dir, output_dir, data_dir=None, domain_dirs: di
     "Train a shiftable model (branches + gates) on every specialist domain plus general replay, with JAX."
     tc = tc or TrainConfig()
     ShiftConfig(**(shift or {}))  # bad shift settings fail before anything is loaded
-    maybe_initialize_distributed()
-    devices = pick_devices(device)
-    mesh = mesh if isinstance(mesh, Mesh) else make_mesh(mesh, devices)
-    check_batch(tc.batch_size, mesh)
+    devices, mesh = training_mesh(device, mesh, tc.batch_size)
     base, tok = load_sharded(generalist_dir, mesh, compute_dtype_for(tc.precision, devices[0].platform))
     check_generalist(base, generalist_dir, tc)
     s = specialist_inputs(tok, output_dir, tc, data_dir, domain_dirs, specialists, weights, val_fraction, resume, overwrite, check_output_dir)

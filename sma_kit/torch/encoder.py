@@ -9,18 +9,17 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors.torch import save_file, load_file
+from safetensors.torch import save_file
 from ..config import ModelConfig, TrainConfig, SmaError
 from ..checkpoint import atomic_write, check_model_dir, CONFIG, WEIGHTS, TOKENIZER
-from ..data import val_windows
-from ..loop import generalist_inputs
-from ..mlm import add_mask_token, special_ids, word_starts, mask_tokens, encoder_config_json, encoder_mask_id, embed_with
+from ..mlm import mask_tokens, encoder_config_json, encoder_mask_id, embed_with
+from ..mlm_train import MaskedLM, encoder_inputs, init_tensors
 from .model import DecoderLM
 from .train import Trainer, pick_device, load_weights
 
 # %% auto #0
-__all__ = ['EncoderLM', 'save_encoder', 'load_encoder', 'embed', 'mlm_loss', 'EncoderTrainer', 'init_weights_from',
-           'encoder_inputs', 'train_encoder']
+__all__ = ['EncoderLM', 'save_encoder', 'load_encoder', 'embed', 'masked_logits', 'mlm_loss', 'EncoderTrainer',
+           'init_weights_from', 'train_encoder']
 
 # %% ../../nbs/16_torch_encoder.ipynb #2e4efbc2
 class EncoderLM(DecoderLM):
@@ -73,23 +72,23 @@ def embed(model: EncoderLM, tok, texts, batch_size: int = 64, max_len: int | Non
     finally: model.train(was)
 
 # %% ../../nbs/16_torch_encoder.ipynb #2d1cae84
+def masked_logits(model: EncoderLM, inp, lab):
+    "(float32 logits [N, V], targets [N]) at the N masked positions (`lab` >= 0) of masked inputs `inp`."
+    sel = lab >= 0
+    return model.predict_mlm(inp).float()[sel], lab[sel]
+
 def mlm_loss(model: EncoderLM, ids, rng: np.random.Generator, mask_prob: float = 0.15, special=(), starts=None):
     "(mean cross-entropy over the masked positions, their accuracy, their count) of token windows `ids` [B, T]."
     inp, lab = mask_tokens(ids.cpu().numpy(), rng, model.mask_id, model.cfg.vocab_size, mask_prob, special, starts)
-    inp, lab = torch.from_numpy(inp).to(ids.device), torch.from_numpy(lab).to(ids.device)
-    logits = model.predict_mlm(inp).float()
-    sel = lab >= 0
-    loss = F.cross_entropy(logits[sel], lab[sel])
-    return loss, (logits[sel].argmax(-1) == lab[sel]).float().mean(), int(sel.sum())
+    logits, t = masked_logits(model, torch.from_numpy(inp).to(ids.device), torch.from_numpy(lab).to(ids.device))
+    return F.cross_entropy(logits, t), (logits.argmax(-1) == t).float().mean(), len(t)
 
-class EncoderTrainer(Trainer):
-    "The PyTorch trainer with the masked-LM loss, masked-LM validation and encoder checkpoints."
+class EncoderTrainer(MaskedLM, Trainer):
+    "The PyTorch trainer with the masked-LM loss, masked-LM validation (`sma_kit.mlm_train.MaskedLM`) and encoder checkpoints."
     def __init__(self, model: EncoderLM, tok, sampler, val, tc: TrainConfig, out_dir, device="auto", mask_prob: float = 0.15,
                  whole_word: bool = False, progress: bool = True):
-        if not 0 < mask_prob < 1: raise SmaError(f"--mask_prob must be between 0 and 1, got {mask_prob}")
-        self.mlm = dict(mask_prob=mask_prob, special=special_ids(tok), starts=word_starts(tok) if whole_word else None)
+        self._mlm_setup(tok, mask_prob, whole_word)
         super().__init__(model, tok, sampler, val, tc, out_dir, device, loss_fn=self._train_loss_fn, progress=progress)
-        self._val_acc, self._acc = None, {}
 
     def _train_loss_fn(self, model, x, y, dom):
         seed = int(torch.randint(0, 2**62, (1,)))   # torch's RNG is in train_state: a resumed run draws the same masks
@@ -98,50 +97,23 @@ class EncoderTrainer(Trainer):
 
     @torch.no_grad()
     def _val_loss(self, name, v) -> float:
-        x, _ = val_windows(v, self.tc.seq_len, name)
-        rng, tot, cor, n = np.random.default_rng(self.tc.seed), 0.0, 0.0, 0
+        def score(inp, lab):
+            logits, t = masked_logits(self.model, torch.from_numpy(inp).to(self.device), torch.from_numpy(lab).to(self.device))
+            return float(F.cross_entropy(logits, t, reduction="sum")), int((logits.argmax(-1) == t).sum()), len(t)
         was = self.model.training; self.model.eval()
-        for i in range(0, len(x), self.eval_bs):
-            loss, acc, k = mlm_loss(self.model, torch.from_numpy(x[i : i + self.eval_bs]).to(self.device), rng, **self.mlm)
-            tot += float(loss) * k; cor += float(acc) * k; n += k
-        self.model.train(was)
-        self._acc[name] = (cor, n)
-        return tot / n
-
-    def evaluate(self) -> dict[str, float]:
-        self._acc = {}
-        out = super().evaluate()
-        n = sum(k for _, k in self._acc.values())
-        self._val_acc = sum(c for c, _ in self._acc.values()) / n if n else None
-        return out
-
-    def _log(self, rec: dict):
-        if self._val_acc is not None: rec["val_mlm_acc"], self._val_acc = self._val_acc, None
-        super()._log(rec)
+        try: return self._val_masked(name, v, score)
+        finally: self.model.train(was)
 
     def _save_best(self): save_encoder(self.model, self.out, self.tok)
 
 # %% ../../nbs/16_torch_encoder.ipynb #9a5c10f4
 def init_weights_from(model, init_dir) -> list[str]:
-    "Copy the tensors of the model dir `init_dir` whose names match into `model` (a vocabulary grown by the mask token: the old rows); the names copied."
-    src, done = load_file(str(Path(init_dir) / WEIGHTS)), []
+    "Copy the tensors of the model dir `init_dir` that fit into `model` (`sma_kit.mlm_train.init_tensors`); the names copied."
+    params = model.state_dict(keep_vars=True)   # views of the parameters, also of fused ones
+    got = init_tensors(init_dir, {k: tuple(p.shape) for k, p in params.items()})
     with torch.no_grad():
-        for k, p in model.state_dict(keep_vars=True).items():   # views of the parameters, also of fused ones
-            t = src.get(k)
-            if t is None or t.shape[1:] != p.shape[1:] or t.shape[0] > p.shape[0] or (t.shape != p.shape and k != "embed.weight"): continue
-            p[: t.shape[0]].copy_(t); done.append(k)
-    if "embed.weight" not in done: raise SmaError(f"{init_dir}: its weights do not fit this encoder's shape (give the same shape flags or none)")
-    return done
-
-def encoder_inputs(data_dir, output_dir, cfg, tc, tokenizer, vocab_size, val_fraction, init_from, resume, overwrite):
-    "(generalist_inputs namespace with the mask token added, mask id) for an encoder run; `init_from` fixes shape and tokenizer."
-    if init_from is not None and not resume:
-        icfg, _, _ = check_model_dir(init_from)
-        cfg, tokenizer = {k: v for k, v in icfg.to_dict().items() if k != "vocab_size"}, str(Path(init_from) / TOKENIZER)
-    g = generalist_inputs(data_dir, output_dir, cfg, tc, tokenizer, vocab_size, val_fraction, resume, overwrite)
-    mid = add_mask_token(g.tok)
-    g.cfg = g.cfg.replace(vocab_size=g.tok.vocab_size)
-    return g, mid
+        for k, t in got.items(): params[k][: t.shape[0]].copy_(torch.from_numpy(t))
+    return list(got)
 
 def train_encoder(data_dir, output_dir, cfg: ModelConfig | dict | None = None, tc: TrainConfig | None = None, tokenizer: str = "bpe",
                   vocab_size: int = 8192, val_fraction: float = 0.1, device: str = "auto", mask_prob: float = 0.15,
