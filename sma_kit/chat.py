@@ -9,9 +9,10 @@ from pathlib import Path
 from fastcore.basics import patch
 from .config import SmaError
 from .manager import SpecialistManager
+from .generate import load_lm
 
 # %% auto #0
-__all__ = ['DEMO_SETTINGS', 'model_lock', 'one_line', 'demo_project', 'Conversation', 'chat_console']
+__all__ = ['DEMO_SETTINGS', 'model_lock', 'one_line', 'demo_project', 'Conversation', 'ModelChat', 'chat_console']
 
 # %% ../nbs/41_chat.ipynb #d6effb48
 _GUARD = threading.Lock()
@@ -71,7 +72,7 @@ class Conversation:
     def context(self, prompt: str, max_new_tokens: int = 32) -> tuple[str, str | None]:
         "(context text for `prompt`, a notice when turns or tokens were left out)."
         model, tok = self.manager.model()
-        self.window = window = model.cfg.max_seq_len
+        self.window = window = getattr(model, "window", None) or model.cfg.max_seq_len   # a router ensemble has `window`
         n_new = max(1, min(int(max_new_tokens), window - 1)); budget = window - n_new
         turns = list(self.history)
         while True:
@@ -96,6 +97,32 @@ class Conversation:
                                         top_p=top_p, seed=seed, routing=routing)
         self.history += [("user", prompt), ("model", res["completion"])]
         return {**res, "context": text, "notice": note}
+
+# %% ../nbs/41_chat.ipynb #c335de74
+class ModelChat:
+    "A `SpecialistManager`-free source for `Conversation` and the widgets: one model dir or router dir (see above)."
+    def __init__(self, lm): self.lm = lm
+
+    @classmethod
+    def load(cls, model_dir, backend: str = "torch", device: str = "cpu") -> "ModelChat":
+        return cls(load_lm(model_dir, device, backend=backend))
+
+    def model(self): return self.lm.model, self.lm.tok
+    def __repr__(self): return f"ModelChat({self.lm!r})"
+
+    def generate(self, prompt: str, max_new_tokens: int = 64, temperature: float = 0.8, top_k: int | None = 50,
+                 top_p: float | None = None, seed: int | None = None, routing: str | None = None, stop=None, on_token=None) -> dict:
+        "The manager's `generate` result for `prompt` (`gate`: the members of a router's tokens, or None)."
+        if not isinstance(prompt, str) or not prompt.strip(): raise SmaError("empty prompt: type some text first")
+        lm = self.lm if routing is None else self.lm.with_routing(routing)
+        c = lm.B.complete(lm._routed(), lm.tok, [prompt], max_new_tokens, temperature, top_k, top_p, stop, seed, 1, on_token)[0]
+        gate, names = None, getattr(lm.model, "names", None)
+        if hasattr(c, "members") and names:
+            share = [c.members.count(i) / max(1, len(c.members)) for i in range(len(names))]
+            gate = {"experts": list(names), "mean": share, "label": "members",
+                    "tokens": [(lm.tok.decode([t]), names[m]) for t, m in zip(c.ids, c.members)]}
+        return {"prompt": prompt, "completion": c.text, "full_text": prompt + c.text, "n_tokens": len(c.ids),
+                "finish_reason": c.finish_reason, "prompt_tokens": c.prompt_tokens, "gate": gate}
 
 # %% ../nbs/41_chat.ipynb #56cb4b3e
 def chat_console(manager, input=input, print=print, max_new_tokens: int = 48, temperature: float = 0.8,

@@ -4,7 +4,7 @@
 
 # %% ../nbs/31_generate.ipynb #943a3013
 from __future__ import annotations
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Sequence
 import numpy as np
@@ -15,7 +15,7 @@ from .router import is_router_dir
 
 # %% auto #0
 __all__ = ['cut_at_stops', 'Completion', 'make_completion', 'decode_rows', 'left_pad', 'PaddedStepper', 'length_batches',
-           'complete_with', 'generate_ids', 'score_pairs', 'TextLM', 'load_lm']
+           'complete_with', 'generate_ids', 'RouterCompletion', 'complete_routed', 'score_pairs', 'TextLM', 'load_lm']
 
 # %% ../nbs/31_generate.ipynb #968da242
 def cut_at_stops(text: str, stops: Sequence[str] | None = None) -> str:
@@ -119,6 +119,27 @@ def generate_ids(start: Callable, idx, window: int, max_new_tokens: int = 64, st
     if max_new_tokens < 1: return [[] for _ in rows]
     return [out for out, _ in decode_rows(start(rows), len(rows), max_new_tokens, stop_ids)]
 
+# %% ../nbs/31_generate.ipynb #14d7755a
+@dataclass
+class RouterCompletion(Completion):
+    "A `Completion` of a router ensemble with the member index of every generated token."
+    members: list[int] = field(default_factory=list)
+
+def complete_routed(start: Callable, tok, prompts, window: int, max_new_tokens: int = 100, stop=None,
+                    batch_size: int = 16, on_token: Callable | None = None) -> list[RouterCompletion]:
+    "`complete_with` for router steppers (see above): one `RouterCompletion` per prompt."
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    steppers, who = [], [[] for _ in prompts]
+    def begin(rows):
+        steppers.append(start(rows)); return steppers[-1]
+    def hook(i, t):      # calls come row by row after each sample; rows that ended at end-of-text get none
+        q = steppers[-1].pending
+        while q and q[0][0] == tok.eot_id: q.popleft()
+        who[i].append(q.popleft()[1])
+        if on_token is not None: on_token(i, t)
+    res = complete_with(begin, tok, prompts, window, max_new_tokens, stop, batch_size, hook)
+    return [RouterCompletion(**{f.name: getattr(c, f.name) for f in fields(c)}, members=w[:len(c.ids)]) for c, w in zip(res, who)]
+
 # %% ../nbs/31_generate.ipynb #fe208cfb
 def score_pairs(score: Callable, tok, pairs: Sequence[tuple[str, str]], window: int, batch_size: int = 16) -> list[float]:
     "Sum of log p(continuation tokens | context) for each `(context, continuation)` pair, `score` doing the model part."
@@ -202,13 +223,12 @@ def loglik(self: TextLM, pairs: Sequence[tuple[str, str]], batch_size: int | Non
 # %% ../nbs/31_generate.ipynb #0329c8ac
 def load_lm(model_dir, device: str = "cpu", routing: str | None = None, route_k: int | None = None,
             force_expert: str | None = None, backend: str = "torch", batch_size: int = 16, name: str | None = None) -> TextLM:
-    "A `TextLM` for the model (or router ensemble, PyTorch) in `model_dir`, loaded with `backend` ('torch' or 'jax')."
+    "A `TextLM` for the model (or router ensemble) in `model_dir`, loaded with `backend` ('torch' or 'jax')."
     if backend not in BACKENDS: raise SmaError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if is_router_dir(model_dir):     # a router ensemble (PyTorch): its members carry their own routing
-        if backend != "torch": raise SmaError(f"{model_dir}: a router dir loads with backend torch, not {backend}")
+    if is_router_dir(model_dir):     # a router ensemble: its members carry their own routing
         if routing or route_k or force_expert: raise SmaError(f"{model_dir}: a router's members carry their own routing (DIR[expert] in router.json)")
-        R = load_backend("torch").router
-        ens, tok = R.RouterEnsemble.from_pretrained(model_dir, device=device)
+        R = load_backend(backend).router
+        ens, tok = R.load_router(model_dir, device)
         return TextLM(ens, tok, name or Path(model_dir).resolve().name, batch_size=batch_size, backend=R)
     B = load_backend(backend)
     model, tok = B.load_model(model_dir, device)

@@ -10,14 +10,15 @@ from pathlib import Path
 from .config import SmaError
 
 # %% auto #0
-__all__ = ['ROUTER_JSON', 'ROUTER_WEIGHTS', 'ROUTER_FILES', 'MODES', 'RouterConfig', 'check_mode', 'MemberSpec', 'parse_member',
-           'member_names', 'is_router_dir', 'read_router_json', 'resolve_member', 'router_json', 'vocab_list',
-           'tokenizer_hash', 'check_tokenizers']
+__all__ = ['ROUTER_JSON', 'ROUTER_WEIGHTS', 'ROUTER_FILES', 'MODES', 'HF_DTYPES', 'RouterConfig', 'check_mode', 'MemberSpec',
+           'parse_member', 'member_names', 'is_router_dir', 'read_router_json', 'resolve_member', 'router_json',
+           'vocab_list', 'tokenizer_hash', 'check_tokenizers']
 
 # %% ../nbs/07_router.ipynb #0c99e8c4
 ROUTER_JSON, ROUTER_WEIGHTS = "router.json", "router.safetensors"
 ROUTER_FILES = (ROUTER_JSON, ROUTER_WEIGHTS)
 MODES = ("select", "mix")
+HF_DTYPES = ("float32", "bfloat16", "float16")
 
 @dataclass
 class RouterConfig:
@@ -26,6 +27,7 @@ class RouterConfig:
     head_hidden_dim: int = 256       # hidden width of each member's scoring head (hidden -> this -> 1)
     head_dropout: float = 0.1        # dropout inside each head while training
     mode: str = "select"             # decoding: select (top-scoring member emits) or mix (weighted mixture of probabilities)
+    hf_dtype: str = "float32"        # weights of hf: members: float32, bfloat16 or float16 (halves memory: 1.5B models on a Kaggle GPU/TPU)
 
     def __post_init__(self):
         if isinstance(self.members, str): self.members = [m for m in self.members.split(",") if m.strip()]
@@ -33,6 +35,7 @@ class RouterConfig:
             raise SmaError(f"head_hidden_dim must be a positive integer, got {self.head_hidden_dim!r}")
         if not 0 <= self.head_dropout < 1: raise SmaError(f"head_dropout must be in [0, 1), got {self.head_dropout!r}")
         check_mode(self.mode)
+        if self.hf_dtype not in HF_DTYPES: raise SmaError(f"hf_dtype must be {', '.join(HF_DTYPES)}, got {self.hf_dtype!r}")
 
 def check_mode(mode: str) -> str:
     "`mode` if it is a decoding mode of the ensemble, else a one-line `SmaError`."
@@ -95,7 +98,9 @@ def read_router_json(router_dir) -> dict:
     mem, head = d.get("members"), d.get("head")
     if not isinstance(mem, list) or not mem or not all(isinstance(m, str) for m in mem): raise SmaError(f"{p}: 'members' must be a non-empty list of member specs")
     if not isinstance(head, dict): raise SmaError(f"{p}: 'head' must be an object with head_hidden_dim and head_dropout")
-    RouterConfig(mem, **{k: head[k] for k in ("head_hidden_dim", "head_dropout") if k in head}, mode=d.get("mode", "select"))
+    try: RouterConfig(mem, **{k: head[k] for k in ("head_hidden_dim", "head_dropout") if k in head}, mode=d.get("mode", "select"),
+                      hf_dtype=d.get("hf_dtype", "float32"))
+    except SmaError as e: raise SmaError(f"{p}: {e}") from None
     return d
 
 def resolve_member(spec: str, router_dir=None) -> str:

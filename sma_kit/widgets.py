@@ -9,7 +9,7 @@ from pathlib import Path
 from fastcore.basics import patch
 from .config import SmaError
 from .manager import SpecialistManager
-from .chat import Conversation, model_lock, one_line
+from .chat import Conversation, ModelChat, model_lock, one_line
 from .eval import gate_heatmap
 
 # %% auto #0
@@ -40,9 +40,9 @@ def tinted_html(tokens, colors: ExpertColors | None = None) -> str:
     return "".join(f'<span class="sma-tok" title="{html.escape(e)}" style="background:{colors(e)};border-radius:2px">'
                    f'{html.escape(t)}</span>' for t, e in tokens)
 
-def legend_html(experts, colors: ExpertColors) -> str:
-    "A legend of the experts' colours."
-    return "experts: " + " ".join(f'<span class="sma-legend" style="background:{colors(e)};padding:0 6px;border-radius:3px">'
+def legend_html(experts, colors: ExpertColors, label: str = "experts") -> str:
+    "A legend of the experts' (or a router's members') colours."
+    return f"{html.escape(label)}: " + " ".join(f'<span class="sma-legend" style="background:{colors(e)};padding:0 6px;border-radius:3px">'
                                   f'{html.escape(e)}</span>' for e in experts)
 
 # %% ../nbs/42_widgets.ipynb #79ab759b
@@ -207,13 +207,13 @@ def _work(self: ChatWidget, prompt, kw):
     try:
         res = self.conv.reply(prompt, **kw)
         gate = res["gate"]
-        toks = gate["tokens"] if gate else [(res["completion"], "base")]
-        self._shown += [("user", f"<b>you:</b> {html.escape(prompt)}"), ("model", "<b>model:</b> " + tinted_html(toks, self.colors))]
-        if gate: self.legend.value = legend_html(gate["experts"], self.colors)
+        body = tinted_html(gate["tokens"], self.colors) if gate else html.escape(res["completion"])
+        self._shown += [("user", f"<b>you:</b> {html.escape(prompt)}"), ("model", "<b>model:</b> " + body)]
+        if gate: self.legend.value = legend_html(gate["experts"], self.colors, gate.get("label", "experts"))
         if self.conv.window: self.max_tokens.max = self.conv.window - 1
         self.last = res
         msg = f"{res['n_tokens']} token{'s' if res['n_tokens'] != 1 else ''}"
-        if gate: msg += " · mean gate " + ", ".join(f"{e} {m:.0%}" for e, m in zip(gate["experts"], gate["mean"]))
+        if gate: msg += (" · share " if gate.get("label") == "members" else " · mean gate ") + ", ".join(f"{e} {m:.0%}" for e, m in zip(gate["experts"], gate["mean"]))
         self._say(msg + (f" · {res['notice']}" if res["notice"] else ""), "ok")
     except Exception as e:
         self.error = one_line(e); self._say(self.error, "error")

@@ -1,4 +1,4 @@
-"A router dir through the text-level entry points: `load_lm` / `TextLM` and `sma_generate --model_dir ROUTER_DIR`."
+"A router dir through the text-level entry points: `load_lm` / `TextLM` and `sma_generate --model_dir ROUTER_DIR`, both backends."
 import json
 import pytest
 from conftest import run_cli, one_error_line
@@ -32,7 +32,9 @@ def test_load_lm_takes_a_router_dir(router_dir):
     assert [c.text for c in got] == [c.text for c in want] and all(len(c.members) == len(c.ids) for c in got)
     assert lm.loglik([("The cat", " sat")]) == R.loglik(lm.model, lm.tok, [("The cat", " sat")])
     with pytest.raises(SmaError, match="carry their own routing"): load_lm(router_dir / "router", force_expert="base")
-    with pytest.raises(SmaError, match="backend torch"): load_lm(router_dir / "router", backend="jax")
+    jl = load_lm(router_dir / "router", backend="jax")      # kit members: the JAX router, same greedy text
+    assert type(jl.model).__name__ == "JaxRouter" and jl.model.mode == "mix" and jl.window == 40
+    assert [c.text for c in jl.complete(["The cat", "A"], 10, temperature=0, stop=[])] == [c.text for c in want]
 
 
 def test_sma_generate_takes_a_router_dir(router_dir):
@@ -45,6 +47,21 @@ def test_sma_generate_takes_a_router_dir(router_dir):
         assert p.stdout == "The cat" + want.text + "\n", (mode, p.stdout)
     one_error_line(run_cli(*args, "--mode", "vote"), "mode must be select or mix")
     one_error_line(run_cli("sma_generate", "--model_dir", router_dir / "gen", "--prompt", "x", "--mode", "mix"), "--mode applies to a router dir")
+    for p, mode in ((mix, "mix"), (sel, "select")):          # the JAX backend prints the same greedy text
+        j = run_cli(*args, "--mode", mode, "--backend", "jax")
+        assert j.returncode == 0 and j.stdout == p.stdout, (mode, j.stdout, j.stderr)
+
+
+def test_jax_refuses_a_router_with_an_hf_member(router_dir, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.LlamaConfig(vocab_size=byte_tokenizer().vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                   num_attention_heads=4, max_position_embeddings=64)
+    transformers.LlamaForCausalLM(cfg).save_pretrained(tmp_path / "llama")
+    ens, _ = R.RouterEnsemble.from_pretrained([str(router_dir / "gen"), f"hf:{tmp_path / 'llama'}"], device="cpu", head_hidden_dim=8)
+    ens.save(tmp_path / "router_hf")
+    assert load_lm(tmp_path / "router_hf").model.names == ["gen", "llama"]     # PyTorch takes it
+    one_error_line(run_cli("sma_generate", "--model_dir", tmp_path / "router_hf", "--prompt", "x", "--backend", "jax"),
+                   "router member llama", "hf:", "PyTorch backend")
 
 
 def test_sma_generate_bad_router_dir_is_one_line(router_dir, tmp_path):

@@ -2,6 +2,7 @@
 from .model import DecoderLM, complete, loglik
 from .shift import ShiftableLM, routing_report, gate_weights
 from .train import train_generalist, train_specialists, load_model, save_model, eval_domains
+from . import router   # the router ensemble over kit JAX members (`load_backend("jax").router`)
 
 __all__ = ["train_generalist", "train_specialists", "load_model", "save_model", "eval_domains", "complete", "loglik",
            "routing_report", "gate_weights", "DecoderLM", "ShiftableLM"]

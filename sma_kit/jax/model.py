@@ -374,7 +374,7 @@ class RowStepper(PaddedStepper):
     def __init__(self, model, rows, temperature, top_k, top_p, key):
         self.model, self.key, self.i = model, key, 0
         self.sampling = (jnp.float32(temperature), jnp.int32(top_k or 0), jnp.float32(top_p or 1.0))
-        super().__init__(rows, model.cfg.max_seq_len)
+        super().__init__(rows, getattr(model, "window", None) or model.cfg.max_seq_len)   # a router has `window`
 
     def _next_key(self):
         self.i += 1

@@ -4,21 +4,25 @@
 
 # %% ../../nbs/24_jax_router.ipynb #e3a90fe3
 from __future__ import annotations
+from collections import deque
 from pathlib import Path
 from typing import NamedTuple
 import numpy as np
 import jax
 import jax.numpy as jnp
+from flax import nnx
 from safetensors.numpy import load_file
 from ..config import SmaError
 from ..checkpoint import read_safetensors_header, check_tensor_names
-from ..generate import score_pairs
-from ..router import (ROUTER_WEIGHTS, check_tokenizers, is_router_dir, member_names, parse_member, read_router_json,
-                            resolve_member)
+from ..generate import RouterCompletion, complete_routed, score_pairs
+from ..router import (ROUTER_WEIGHTS, check_mode, check_tokenizers, is_router_dir, member_names, parse_member,
+                            read_router_json, resolve_member)
+from .model import RowStepper, _key, _pick
 from .train import load_model
 
 # %% auto #0
-__all__ = ['JaxRouterOutput', 'log_route_weights', 'head_score', 'JaxRouter', 'loglik']
+__all__ = ['JaxRouterOutput', 'log_route_weights', 'head_score', 'JaxRouter', 'loglik', 'load_router', 'RouterStepper',
+           'complete']
 
 # %% ../../nbs/24_jax_router.ipynb #f221f70c
 class JaxRouterOutput(NamedTuple):
@@ -38,22 +42,35 @@ def head_score(p: dict, h):
     return z @ p["3.weight"].T + p["3.bias"]
 
 # %% ../../nbs/24_jax_router.ipynb #82110089
+def _route(members, heads, ids, caches=None, pos=0, pad=None):
+    "(`JaxRouterOutput`, the members' new caches or None) of ids [B, T]; `pad` [B]: left-padding slots per row."
+    V = min(int(m.cfg.vocab_size) for m in members)
+    hs, new = [], None if caches is None else []
+    for i, m in enumerate(members):
+        if caches is None: hs.append(m.hidden(ids, pad=pad))
+        else:
+            h, c = m.hidden(ids, caches[i], pos, pad=pad)
+            hs.append(h); new.append(c)
+    lps = jnp.stack([jax.nn.log_softmax(m.head(h)[..., :V].astype(jnp.float32), -1) for m, h in zip(members, hs)])
+    scores = jnp.concatenate([head_score(p, h.astype(jnp.float32)) for p, h in zip(heads, hs)], -1)
+    return JaxRouterOutput(lps, scores, jnp.exp(log_route_weights(scores))), new
+
 class JaxRouter:
     "Frozen kit JAX members and the scalar heads of a router dir (inference)."
-    def __init__(self, members: list, names: list[str], heads: list[dict]):
-        self.members, self.names, self.heads = list(members), list(names), heads
+    def __init__(self, members: list, names: list[str], heads: list[dict], mode: str = "select"):
+        self.members, self.names, self.heads, self.mode = list(members), list(names), heads, check_mode(mode)
         self.window = min(int(m.cfg.max_seq_len) for m in members)
         self.vocab_size = min(int(m.cfg.vocab_size) for m in members)
 
-    def __call__(self, ids) -> JaxRouterOutput:
-        ids = jnp.asarray(ids)
-        hs = [m.hidden(ids) for m in self.members]
-        lps = jnp.stack([jax.nn.log_softmax(m.head(h)[..., :self.vocab_size].astype(jnp.float32), -1) for m, h in zip(self.members, hs)])
-        scores = jnp.concatenate([head_score(p, h.astype(jnp.float32)) for p, h in zip(self.heads, hs)], -1)
-        return JaxRouterOutput(lps, scores, jnp.exp(log_route_weights(scores)))
+    def __call__(self, ids, caches=None, pos: int = 0, pad=None):
+        "`JaxRouterOutput` of ids [B, T]; with `caches` (one per member): (output, the advanced caches)."
+        out, new = _route(self.members, self.heads, jnp.asarray(ids), caches, pos, pad)
+        return out if caches is None else (out, new)
+
+    def __repr__(self): return f"JaxRouter({self.names}, mode={self.mode})"
 
     @classmethod
-    def from_pretrained(cls, router_dir, weights_path=None, device="auto") -> tuple:
+    def from_pretrained(cls, router_dir, weights_path=None, device="auto", mode: str | None = None) -> tuple:
         "(router, shared tokenizer) of a router dir whose members are kit model dirs."
         rdir = Path(router_dir)
         if not is_router_dir(rdir): raise SmaError(f"{rdir}: not a router dir (no router.json)")
@@ -72,7 +89,8 @@ class JaxRouter:
         h = check_tokenizers(toks, names)
         if info.get("tokenizer_hash") and info["tokenizer_hash"] != h:
             raise SmaError(f"{rdir / 'router.json'}: the members' tokenizer is not the one the heads were trained with (hash differs)")
-        return cls(members, names, _load_heads(weights_path or rdir / ROUTER_WEIGHTS, members, info["head"]["head_hidden_dim"])), toks[0]
+        heads = _load_heads(weights_path or rdir / ROUTER_WEIGHTS, members, info["head"]["head_hidden_dim"])
+        return cls(members, names, heads, mode or info.get("mode", "select")), toks[0]
 
 def _load_heads(path, members, hd: int) -> list[dict]:
     "Per-member head parameters from a `router.safetensors`, names and shapes checked."
@@ -86,11 +104,66 @@ def _load_heads(path, members, hd: int) -> list[dict]:
     sd = load_file(str(path))
     return [{k: jnp.asarray(sd[f"heads.{i}.{k}"], jnp.float32) for k in ("0.weight", "0.bias", "3.weight", "3.bias")} for i in range(len(members))]
 
-def loglik(router: JaxRouter, tok, pairs, batch_size: int = 16) -> list[float]:
-    "Sum of log p(continuation | context) under the mixture for each `(context, continuation)` pair."
+def loglik(router: JaxRouter, tok, pairs, batch_size: int = 16, mode: str = "mix") -> list[float]:
+    "Sum of log p(continuation | context) under the mixture (or the top-weighted member) for each `(context, continuation)` pair."
+    check_mode(mode)
     def score(inp, tgt):
-        out = router(inp)
-        g = jnp.take_along_axis(out.logprobs, jnp.clip(jnp.asarray(tgt), 0)[None, ..., None], -1)[..., 0]   # [N, B, T]
-        lp = jax.nn.logsumexp(log_route_weights(out.scores) + jnp.moveaxis(g, 0, -1), -1)
-        return [float(r) for r in jnp.where(jnp.asarray(tgt) >= 0, lp, 0.0).sum(-1)]
+        out, tgt = router(inp), jnp.asarray(tgt)
+        g = jnp.moveaxis(jnp.take_along_axis(out.logprobs, jnp.clip(tgt, 0)[None, ..., None], -1)[..., 0], 0, -1)   # [B, T, N]
+        lw = log_route_weights(out.scores)
+        if mode == "mix": lp = jax.nn.logsumexp(lw + g, -1)
+        else: lp = jnp.take_along_axis(g, jnp.argmax(lw, -1)[..., None], -1)[..., 0]
+        return [float(r) for r in jnp.where(tgt >= 0, lp, 0.0).sum(-1)]
     return score_pairs(score, tok, pairs, router.window, batch_size)
+
+def load_router(router_dir, device="auto", mode: str | None = None) -> tuple:
+    "(router, shared tokenizer) of a router dir: `JaxRouter.from_pretrained` (the PyTorch router module has the same)."
+    return JaxRouter.from_pretrained(router_dir, device=device, mode=mode)
+
+# %% ../../nbs/24_jax_router.ipynb #216fc07d
+def _choose(out: JaxRouterOutput, key, temperature, top_k, top_p, mode: str):
+    "(next token [B], its member [B]) from the last position of `out`."
+    lp, lw = out.logprobs[:, :, -1], log_route_weights(out.scores[:, -1])       # [N, B, V], [B, N]
+    rows = jnp.arange(lp.shape[1])
+    if mode == "select":
+        who = jnp.argmax(lw, -1)
+        return _pick(lp[who, rows], key, temperature, top_k, top_p), who
+    nxt = _pick(jax.nn.logsumexp(lw.T[..., None] + lp, 0), key, temperature, top_k, top_p)
+    return nxt, jnp.argmax(lw.T + lp[:, rows, nxt], 0)
+
+@nnx.jit(static_argnames="mode")
+def _route_step(members, heads, ids, pad, caches, pos, key, temperature, top_k, top_p, mode):
+    out, caches = _route(members, heads, ids, caches, pos, pad)
+    return *_choose(out, key, temperature, top_k, top_p, mode), caches
+
+class RouterStepper(RowStepper):
+    "`RowStepper` over a `JaxRouter`: one KV cache per member; after each sample `pending` holds (token, member) per live row."
+    def __init__(self, router: JaxRouter, rows, temperature, top_k, top_p, key, mode: str = "select"):
+        self.mode, self.pending = check_mode(mode), deque()
+        super().__init__(router, rows, temperature, top_k, top_p, key)
+
+    def _run(self, ids, caches, pos: int):
+        r = self.model
+        self.nxt, self.who, self.cache = _route_step(r.members, r.heads, ids, self.pad, caches, jnp.int32(pos), self._next_key(),
+                                                     *self.sampling, mode=self.mode)
+
+    def encode(self, ids, pad):
+        self.pad, self.alive = jnp.asarray(pad, jnp.int32), np.arange(len(ids))
+        self._run(jnp.asarray(ids, jnp.int32), [m.new_cache(len(ids)) for m in self.model.members], 0)
+
+    def pick(self) -> list[int]:
+        toks = super().pick()
+        self.pending = deque(zip(toks, np.asarray(self.who)[self.alive].tolist()))
+        return toks
+
+    def step(self, keep: list[int]):
+        self.alive = self.alive[keep]
+        self._run(self.nxt[:, None], self.cache, self.cur)
+
+def complete(router: JaxRouter, tok, prompts, max_new_tokens: int = 100, temperature: float = 0.8, top_k: int | None = 50,
+             top_p: float | None = None, stop=None, seed: int | None = None, batch_size: int = 16, on_token=None,
+             mode: str | None = None) -> list[RouterCompletion]:
+    "One `RouterCompletion` per prompt (a str or a list of str); `on_token(i, id)` sees each token of prompt i as it comes."
+    mode, key = check_mode(mode or router.mode), _key(seed)
+    return complete_routed(lambda rows: RouterStepper(router, rows, temperature, top_k, top_p, key, mode), tok, prompts,
+                           router.window, max_new_tokens, stop, batch_size, on_token)

@@ -6,7 +6,6 @@
 from __future__ import annotations
 import functools, inspect
 from collections import deque
-from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import NamedTuple
 import torch
@@ -16,9 +15,9 @@ from fastcore.basics import patch
 from safetensors.torch import save_file, load_file
 from ..config import SmaError
 from ..checkpoint import atomic_write, read_safetensors_header, check_tensor_names
-from ..generate import Completion, PaddedStepper, complete_with, score_pairs
+from ..generate import PaddedStepper, RouterCompletion, complete_routed, score_pairs
 from ..tokenizer import load_tokenizer
-from ..router import (ROUTER_JSON, ROUTER_WEIGHTS, check_mode, check_tokenizers, is_router_dir, member_names, parse_member,
+from ..router import (ROUTER_JSON, ROUTER_WEIGHTS, HF_DTYPES, check_mode, check_tokenizers, is_router_dir, member_names, parse_member,
                             read_router_json, resolve_member, router_json)
 from .model import _decoding, _device, _take_rows, sample_ids
 from .train import load_model, pick_device
@@ -27,7 +26,7 @@ from .train import load_model, pick_device
 __all__ = ['MultiModelWithScalarHeads', 'is_hf', 'member_window', 'member_width', 'new_member_cache', 'take_cache_rows',
            'member_step', 'RouterOutput', 'log_route_weights', 'route_weights', 'make_head', 'RouterEnsemble',
            'gold_logprobs', 'token_logprobs', 'marginal_loss', 'oracle_loss', 'route_entropy', 'load_router_members',
-           'EnsembleStepper', 'RouterCompletion', 'complete', 'loglik']
+           'EnsembleStepper', 'complete', 'loglik', 'load_router']
 
 # %% ../../nbs/14_torch_router.ipynb #af9a2d6e
 def is_hf(m) -> bool: return hasattr(m, "config") and not hasattr(m, "cfg")
@@ -101,7 +100,7 @@ class RouterEnsemble(nn.Module):
         self.heads = nn.ModuleList(make_head(h, self.head_hidden_dim, self.head_dropout).to(_device(m)) for h, m in zip(self.hidden_sizes, members))
         self.window = min(member_window(m) for m in members)
         self.vocab_size = min(member_width(m) for m in members)
-        self.specs, self.tok, self.tokenizer_hash, self.mode = list(names), None, "", "select"
+        self.specs, self.tok, self.tokenizer_hash, self.mode, self.hf_dtype = list(names), None, "", "select", "float32"
         self.members.eval()
 
     def train(self, mode: bool = True):
@@ -175,11 +174,11 @@ def _hf_tokenizer(path: str):
         return load_tokenizer(hf_hub_download(path, "tokenizer.json"))
     except Exception: return None
 
-def _load_hf(path: str, device):
-    "(model in eval mode, tokenizer or None) of a transformers causal LM."
+def _load_hf(path: str, device, dtype: str = "float32"):
+    "(model in eval mode with weights in `dtype`, tokenizer or None) of a transformers causal LM."
     try: from transformers import AutoModelForCausalLM
     except ImportError: raise SmaError(f"member hf:{path} needs transformers: pip install 'sma_kit[hf]'") from None
-    try: m = AutoModelForCausalLM.from_pretrained(path)
+    try: m = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
     except Exception as e: raise SmaError(f"member hf:{path}: cannot load a causal LM ({(str(e).strip().splitlines() or [type(e).__name__])[0][:160]})") from None
     return m.to(device).eval(), _hf_tokenizer(path)
 
@@ -190,14 +189,15 @@ def _load_kit(spec, device):
         m.set_routing(force=spec.expert)
     return m, t
 
-def load_router_members(specs: list[str], device="auto") -> tuple:
-    "(members, names, hidden sizes, shared tokenizer) of member specs (see above)."
+def load_router_members(specs: list[str], device="auto", hf_dtype: str = "float32") -> tuple:
+    "(members, names, hidden sizes, shared tokenizer) of member specs (see above); `hf:` members load in `hf_dtype`."
     if isinstance(specs, str): specs = [s for s in specs.split(",") if s.strip()]
     if not specs: raise SmaError("a router ensemble needs at least one member")
+    if hf_dtype not in HF_DTYPES: raise SmaError(f"hf_dtype must be {', '.join(HF_DTYPES)}, got {hf_dtype!r}")
     dev, parsed = pick_device(device), [parse_member(s) for s in specs]
     names, members, toks = member_names(parsed), [], []
     for p, name in zip(parsed, names):
-        try: m, t = _load_kit(p, dev) if p.kind == "kit" else _load_hf(p.path, dev)
+        try: m, t = _load_kit(p, dev) if p.kind == "kit" else _load_hf(p.path, dev, hf_dtype)
         except SmaError as e: raise SmaError(f"router member {name}: {e}") from None
         members.append(m); toks.append(t)
     have = [(t, n) for t, n in zip(toks, names) if t is not None]
@@ -218,7 +218,7 @@ def save(self: RouterEnsemble, out_dir, extra: dict | None = None) -> Path:
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     sd = {f"heads.{k}": v.detach().cpu().contiguous() for k, v in self.heads.state_dict().items()}
     atomic_write(out / ROUTER_WEIGHTS, writer=lambda p: save_file(sd, p, metadata={"format": "pt", "producer": "sma_kit"}))
-    meta = {"mode": self.mode, "hidden_sizes": self.hidden_sizes, **(extra or {})}
+    meta = {"mode": self.mode, "hf_dtype": self.hf_dtype, "hidden_sizes": self.hidden_sizes, **(extra or {})}
     atomic_write(out / ROUTER_JSON, router_json(self.specs, self.names, self.head_hidden_dim, self.head_dropout, self.tokenizer_hash, meta))
     return out
 
@@ -235,7 +235,7 @@ def load_heads(self: RouterEnsemble, path) -> RouterEnsemble:
 
 @patch(cls_method=True)
 def from_pretrained(cls: RouterEnsemble, models, weights_path=None, device="auto", head_hidden_dim: int = 256, head_dropout: float = 0.1,
-                     seed: int = 0, mode: str | None = None):
+                     seed: int = 0, mode: str | None = None, hf_dtype: str | None = None):
     "(ensemble, tokenizer) from member specs (fresh heads) or a router dir (see above)."
     info, rdir = None, None
     if isinstance(models, (str, Path)):
@@ -246,7 +246,8 @@ def from_pretrained(cls: RouterEnsemble, models, weights_path=None, device="auto
         head_hidden_dim, head_dropout = info["head"].get("head_hidden_dim", head_hidden_dim), info["head"].get("head_dropout", head_dropout)
         weights_path = weights_path or rdir / ROUTER_WEIGHTS
     else: specs = list(models)
-    members, names, hidden, tok = load_router_members(specs, device)
+    hf_dtype = hf_dtype or (info or {}).get("hf_dtype", "float32")
+    members, names, hidden, tok = load_router_members(specs, device, hf_dtype)
     h = check_tokenizers([tok], ["shared"])
     if info and info.get("tokenizer_hash") and info["tokenizer_hash"] != h:
         raise SmaError(f"{rdir / ROUTER_JSON}: the members' tokenizer is not the one the heads were trained with (hash differs)")
@@ -255,7 +256,7 @@ def from_pretrained(cls: RouterEnsemble, models, weights_path=None, device="auto
         ens = cls(members, names, hidden, head_hidden_dim, head_dropout)
     ens.specs, ens.tok, ens.tokenizer_hash = (info["members"] if info else specs), tok, h
     ens.vocab_size = tok.vocab_size                 # padded transformers vocabularies are cut to the tokenizer's
-    ens.mode = check_mode(mode or (info or {}).get("mode", "select"))
+    ens.mode, ens.hf_dtype = check_mode(mode or (info or {}).get("mode", "select")), hf_dtype
     if weights_path is not None: ens.load_heads(weights_path)
     return ens.eval(), tok
 
@@ -297,29 +298,14 @@ class EnsembleStepper(PaddedStepper):
         self._run(nxt[:, None], self.cur)
 
 # %% ../../nbs/14_torch_router.ipynb #fc666832
-@dataclass
-class RouterCompletion(Completion):
-    "A `Completion` of a router ensemble with the member index of every generated token."
-    members: list[int] = field(default_factory=list)
-
 def complete(ens: RouterEnsemble, tok, prompts, max_new_tokens: int = 100, temperature: float = 0.8, top_k: int | None = 50,
              top_p: float | None = None, stop=None, seed: int | None = None, batch_size: int = 16, on_token=None,
              mode: str | None = None) -> list[RouterCompletion]:
     "One `RouterCompletion` per prompt (a str or a list of str); `on_token(i, id)` sees each token of prompt i as it comes."
     mode = check_mode(mode or ens.mode)
-    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-    steppers, who = [], [[] for _ in prompts]
-    def start(rows):
-        steppers.append(EnsembleStepper(ens, rows, temperature, top_k, top_p, gen, mode))
-        return steppers[-1]
-    def hook(i, t):      # calls come row by row after each sample; rows that ended at end-of-text get none
-        q = steppers[-1].pending
-        while q and q[0][0] == tok.eot_id: q.popleft()
-        who[i].append(q.popleft()[1])
-        if on_token is not None: on_token(i, t)
     with _decoding(ens, seed) as gen:
-        res = complete_with(start, tok, prompts, ens.window, max_new_tokens, stop, batch_size, hook)
-    return [RouterCompletion(**{f.name: getattr(c, f.name) for f in fields(c)}, members=w[:len(c.ids)]) for c, w in zip(res, who)]
+        return complete_routed(lambda rows: EnsembleStepper(ens, rows, temperature, top_k, top_p, gen, mode), tok, prompts,
+                               ens.window, max_new_tokens, stop, batch_size, on_token)
 
 def loglik(ens: RouterEnsemble, tok, pairs, batch_size: int = 16, mode: str = "mix") -> list[float]:
     "Sum of log p(continuation | context) under the mixture (or the top-weighted member) for each `(context, continuation)` pair."
@@ -331,3 +317,7 @@ def loglik(ens: RouterEnsemble, tok, pairs, batch_size: int = 16, mode: str = "m
     try:
         with torch.no_grad(): return score_pairs(score, tok, pairs, ens.window, batch_size)
     finally: ens.train(was)
+
+def load_router(router_dir, device="auto", mode: str | None = None) -> tuple:
+    "(ensemble, shared tokenizer) of a router dir: `RouterEnsemble.from_pretrained` (the JAX router module has the same)."
+    return RouterEnsemble.from_pretrained(router_dir, device=device, mode=mode)

@@ -121,12 +121,14 @@ def _check_out(out: Path, resume: bool, overwrite: bool):
     if resume and not (resolve_dir(out / TRAIN_STATE) / "state.json").is_file(): raise SmaError(f"{out}: nothing to resume (no saved training state in {TRAIN_STATE}/)")
 
 def train_router(models, datasets, output_dir, rc: RouterTrainConfig | None = None, head_hidden_dim: int = 256, head_dropout: float = 0.1,
-                 val_fraction: float = 0.1, device: str = "auto", resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
+                 val_fraction: float = 0.1, device: str = "auto", resume: bool = False, overwrite: bool = False, progress: bool = True,
+                 hf_dtype: str = "float32") -> dict:
     "Train the heads of a router over member specs `models` on dataset specs `datasets` into `output_dir` (see above)."
     rc, out = rc or RouterTrainConfig(), Path(output_dir)
     if isinstance(models, str): models = [m for m in models.split(",") if m.strip()]
     _check_out(out, resume, overwrite)
-    ens, tok = RouterEnsemble.from_pretrained(list(models), device=device, head_hidden_dim=head_hidden_dim, head_dropout=head_dropout, seed=rc.seed)
+    ens, tok = RouterEnsemble.from_pretrained(list(models), device=device, head_hidden_dim=head_hidden_dim, head_dropout=head_dropout, seed=rc.seed,
+                                        hf_dtype=hf_dtype)
     data = router_data(datasets, tok, min(rc.max_length, ens.window), val_fraction, rc.seed, rc.max_per_dataset)
     trainer = RouterTrainer(ens, data, rc, out, progress)
     torch.manual_seed(rc.seed)   # head dropout draws from here (a resume restores the saved state instead)
@@ -149,7 +151,7 @@ def train_router_cli(
         run, rc = RunConfig(**flag_values(RunConfig, kw)), RouterTrainConfig(**flag_values(RouterTrainConfig, kw))
         head = RouterConfig(**{k: v for k, v in flag_values(RouterConfig, kw).items() if k != "mode"})
         res = train_router(models, datasets, output_dir, rc, head.head_hidden_dim, head.head_dropout, run.val_fraction, run.device,
-                           run.resume, run.overwrite, not run.quiet)
+                           run.resume, run.overwrite, not run.quiet, head.hf_dtype)
         print(f"members {', '.join(res['members'])}; datasets {', '.join(f'{k} {v[1]}/{v[0]}' for k, v in res['counts'].items())}; "
               f"{res['n_head_params']:,} head parameters; {res['elapsed_s']:.1f} s")
         if res["interrupted"]:
