@@ -164,7 +164,7 @@ def main():
             e = R["eval"][r]
             print(r, {d: round(v["accuracy"], 3) for d, v in e["single"]["per_domain"].items()}, "composed parts", round(e["composed"]["part_routing"]["accuracy"], 3))
     if "parallel" in R: print("parallel/serial", round(R["parallel"]["ratio_parallel_vs_serial"], 3), "parallel/in-process",
-                              round(R["parallel"]["ratio_parallel_vs_in_process"], 3), "cores used", round(R["parallel"]["cores_used_parallel"], 2))
+                              round(R["parallel"]["ratio_parallel_vs_in_process"], 3), "cores used", R["parallel"].get("cores_used_parallel"))
     for k, v in R.get("overhead", {}).items():
         if k != "run": print("overhead", k, round(v["overhead_fraction"], 4))
     mine = {"eval": ("project", "eval", "eval_s", "eval_run"), "routes": ("routes",), "parallel": ("parallel",), "overhead": ("overhead",)}
