@@ -7,9 +7,9 @@ from __future__ import annotations
 import multiprocessing as mp, os, re, signal, threading, time
 from pathlib import Path
 from typing import Sequence
-from .config import SmaError
+from .config import SmaError, ModelConfig
 from .chat import one_line
-from .checkpoint import read_shift_config
+from .checkpoint import read_shift_config, CONFIG
 from .generate import load_lm
 from .tokenizer import load_tokenizer
 from .orchestrator_plan import LMSpecialist, HTTPSpecialist
@@ -48,6 +48,7 @@ class WorkerSpecialist:
         if not Path(path).is_dir(): raise SmaError(f"{name}: model folder {path} not found")
         self.name, self.path, self.expert, self.backend, self.start_timeout = name, str(path), expert, backend, start_timeout
         self.lock, self.span, self.pid = threading.Lock(), None, None
+        if (Path(path) / CONFIG).is_file(): ModelConfig.load(Path(path) / CONFIG)   # a broken folder fails in one line before a process starts
         self.tok = load_tokenizer(path) if (Path(path) / "tokenizer.json").is_file() else None
         ctx = mp.get_context("spawn")
         self._conn, child = ctx.Pipe()
