@@ -161,7 +161,8 @@ def test_generate_cuts_at_stop_strings_and_end_of_text(tiny):
         def __init__(self):
             super().__init__(); self.cfg = SimpleNamespace(max_seq_len=64); self.w = torch.nn.Parameter(torch.zeros(1)); self.calls = 0
         def new_cache(self, batch_size=1): return [{"k": torch.zeros(batch_size, 1)}]
-        def forward(self, idx, cache=None, pos=0, pad=None):
+        def head(self, h): return h             # the stepper asks for hidden states, then the head of the last one
+        def hidden(self, idx, cache=None, pos=0, pad=None):
             self.calls += 1                      # a left-padded row's positions start at its first real token
             pad = [0] * idx.shape[0] if pad is None else pad.tolist()
             nxt = [[ids[p + 1] if p + 1 < len(ids) else tok.eot_id for p in range(pos - d, pos - d + idx.shape[1])] for d in pad]

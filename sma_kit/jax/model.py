@@ -360,8 +360,8 @@ def _pick(logits, key, temperature, top_k, top_p):
 
 @nnx.jit
 def _prefill(model, idx, pad, cache, key, temperature, top_k, top_p):
-    logits, cache = model(idx, cache=cache, pos=0, pad=pad)
-    return _pick(logits[:, -1], key, temperature, top_k, top_p), cache
+    h, cache = model.hidden(idx, cache=cache, pos=0, pad=pad)
+    return _pick(model.head(h[:, -1]), key, temperature, top_k, top_p), cache   # the head on the last position only
 
 @nnx.jit
 def _decode(model, tok, pad, cache, pos, key, temperature, top_k, top_p):

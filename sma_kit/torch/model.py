@@ -249,7 +249,8 @@ class RowStepper(PaddedStepper):
 
     def _run(self, ids, pos):
         kw = {} if self.pad is None else {"pad": self.pad}          # no padding: the plain causal path
-        self.logits = self.model(ids, cache=self.cache, pos=pos, **kw)[:, -1]
+        h = self.model.hidden(ids, cache=self.cache, pos=pos, **kw)
+        self.logits = self.model.head(h[:, -1])                       # the next token's logits only: a prompt's other positions need none
 
     def encode(self, ids, pad):
         self.pad = torch.from_numpy(pad).to(self.dev) if pad.any() else None
