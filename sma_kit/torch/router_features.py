@@ -4,7 +4,7 @@
 
 # %% ../../nbs/15a_torch_router_features.ipynb #12d075c1
 from __future__ import annotations
-import hashlib, json, shutil
+import hashlib, json, shutil, time
 from pathlib import Path
 import numpy as np
 import torch
@@ -59,6 +59,8 @@ class MemberFeatures:
 
     @property
     def nbytes(self) -> int: return int(self.meta["bytes"])
+    @property
+    def seconds(self) -> float: return float(self.meta.get("seconds", 0.0))   # time the pass took (a part's run, summed)
 
     def _output(self, ens: RouterEnsemble, hs: list, gold):
         "(RouterOutput over M tokens as a [1, M] batch whose only 'vocabulary' entry is the gold token, targets [1, M] of zeros)."
@@ -129,7 +131,7 @@ def build_features(ens: RouterEnsemble, data: RouterData, d, dtype: str = "float
     nbytes = features_bytes(sum(map(sum, counts.values())), ens.hidden_sizes, dtype)
     if meta is None or meta.get("key") != key:
         meta = {"key": key, "dtype": dtype, "names": ens.names, "hidden_sizes": ens.hidden_sizes, "counts": counts, "bytes": nbytes,
-                "done": {s: 0 for s in SPLITS}}
+                "done": {s: 0 for s in SPLITS}, "seconds": 0.0}
         _check_room(d, nbytes); _fresh(d, meta)
     todo = sum(len(getattr(data, s)) - meta["done"][s] for s in SPLITS)
     if todo and log: log(f"member features: {sum(len(getattr(data, s)) for s in SPLITS):,} examples, {sum(map(sum, counts.values())):,} tokens, "
@@ -142,9 +144,11 @@ def build_features(ens: RouterEnsemble, data: RouterData, d, dtype: str = "float
             if meta["done"][s] >= len(ex): continue
             arrays = [np.load(d / f, mmap_mode="r+") for f in _files(s, len(ens.members))]
             for start in range(meta["done"][s], len(ex), batch_size):
+                t0 = time.perf_counter()
                 _fill(ens, ex, arrays, off, start, batch_size)
                 for a in arrays: a.flush()
                 meta["done"][s] = min(start + batch_size, len(ex)); bar.update(meta["done"][s] - start)
+                meta["seconds"] = meta.get("seconds", 0.0) + time.perf_counter() - t0   # the pass's own clock, summed over its parts
                 atomic_write(d / META, json.dumps(meta) + "\n")   # a stopped pass continues from here
             del arrays
     finally:

@@ -124,7 +124,7 @@ class RouterTrainer(TrainLoop):
 
     def _save_best(self):
         self.ens.save(self.out, {"datasets": self.data.names, "train": self.rc.to_dict(), "best_step": self.st["best_step"],
-                                 "val_loss": self.st["best_val"]})
+                                 "val_loss": self.st["best_val"], **({"features_s": self.feats.seconds} if self.feats else {})})
 
 # %% ../../nbs/15_torch_router_train.ipynb #174d4139
 def _check_out(out: Path, resume: bool, overwrite: bool):
@@ -150,7 +150,8 @@ def train_router(models, datasets, output_dir, rc: RouterTrainConfig | None = No
     if not data.val and not res["interrupted"]: trainer._save_best()
     if feats is not None and not features_dir and not res["interrupted"]: shutil.rmtree(fdir, ignore_errors=True)   # kept for a resume only
     return {**res, "members": ens.names, "datasets": data.names, "counts": data.counts,
-            "n_head_params": sum(p.numel() for p in ens.head_params()), "features_bytes": feats.nbytes if feats else 0}
+            "n_head_params": sum(p.numel() for p in ens.head_params()), "features_bytes": feats.nbytes if feats else 0,
+            "features_s": feats.seconds if feats else 0.0}
 
 # %% ../../nbs/15_torch_router_train.ipynb #f574463b
 @call_parse
@@ -170,7 +171,7 @@ def train_router_cli(
                            run.resume, run.overwrite, not run.quiet, head.hf_dtype, features_dir)
         print(f"members {', '.join(res['members'])}; datasets {', '.join(f'{k} {v[1]}/{v[0]}' for k, v in res['counts'].items())}; "
               f"{res['n_head_params']:,} head parameters; "
-              + (f"member features {res['features_bytes'] / 2**20:,.1f} MiB; " if res["features_bytes"] else "") + f"{res['elapsed_s']:.1f} s")
+              + (f"member features {res['features_bytes'] / 2**20:,.1f} MiB ({res['features_s']:.1f} s); " if res["features_bytes"] else "") + f"{res['elapsed_s']:.1f} s")
         if res["interrupted"]:
             print(f"interrupted at step {res['step']} of {res['total_steps']}; state saved in {output_dir}/{TRAIN_STATE} (continue with --resume)")
             sys.exit(130)
