@@ -25,6 +25,7 @@ SHIFTS = [("attention", "copy"), ("ffn", "lora"), ("attention", "lora"), ("ffn",
 CLI = {"train": "sma_kit.cli:train_generalist", "shift": "sma_kit.cli:train_specialists", "eval": "sma_kit.cli:eval_lm",
        "router": "sma_kit.torch.router_train:train_router_cli", "qa": "sma_kit.qa_eval:evaluate_cli"}
 PROMPT = "The Committee judged that the economy"
+ROUTER = dict(epochs=10, batch=8, lr=1e-3, head=256, objective="marginal", entropy=0.01)   # the router stage: the first table run's settings, 10 epochs instead of 150 steps (2/3 of one)
 BIN: Path = None   # where the launchers go (set by main)
 
 
@@ -64,10 +65,15 @@ def jobs(a, w: Path) -> list[dict]:
         add(f"ft_{d}", cli("train", "--data_dir", w / "data" / d, "--output_dir", w / f"ft_{d}", "--init_from", w / "general",
                            *train_flags(w / f"ft_{d}", a.ft_steps, a.ft_lr, 50, 3)))
     # 2. the router over the generalist + the fine-tunes, on each domain's training split (balanced by sma_kit.router_data)
+    #    the members run once over every example (cached features, `sma_kit.torch.router_features`), then the heads train for
+    #    --router_epochs on the cache, validated once per epoch; the cache is removed when the stage ends (kept for a resume)
+    epoch = math.ceil(len(DOMAINS) * (a.router_per_dataset - round(a.router_per_dataset * 0.1)) / a.router_batch)
     add("router", cli("router", "--models", ",".join(str(w / m) for m in ["general", *(f"ft_{d}" for d in SPECS)]),
                       "--datasets", ",".join(str(w / "router_data" / d) for d in DOMAINS), "--output_dir", w / "router",
-                      "--max_steps", a.router_steps, "--batch_size", 8, "--max_length", 128, "--max_per_dataset", a.router_per_dataset, "--eval_every", 50, "--patience", 3,
-                      "--objective", "marginal", "--device", "cpu", "--quiet",
+                      "--num_epochs", a.router_epochs, "--batch_size", a.router_batch, "--learning_rate", a.router_lr, "--warmup_steps", 50,
+                      "--max_length", 128, "--max_per_dataset", a.router_per_dataset, "--eval_every", epoch, "--patience", 3,
+                      "--objective", a.router_objective, "--entropy_weight", a.router_entropy, "--head_hidden_dim", a.router_head,
+                      "--device", "cpu", "--quiet",
                       *(["--resume"] if (w / "router" / "train_state").is_dir() else ["--overwrite"] if (w / "router").exists() else [])),
         [f"ft_{d}" for d in SPECS])
     # 3. evaluation of everything trained so far
@@ -221,7 +227,8 @@ def gather(w: Path):
         row("own-domain fine-tune per text (oracle pick)", "", own, tot, tot - P("general"), P("general"), sum(ft_s.values()))
     if r:
         heads = n_params(w / "router" / "router.safetensors")
-        tot, secs = P("general") + sum(P(f"ft_{d}") for d in SPECS) + heads, sum(ft_s.values()) + train_s(w / "router")
+        feat_s = (_json(w / "router" / "router.json") or {}).get("features_s", 0.0)   # the members' feature pass, outside the trainer's clock
+        tot, secs = P("general") + sum(P(f"ft_{d}") for d in SPECS) + heads, sum(ft_s.values()) + train_s(w / "router") + feat_s
         row("router: mixture", "router", {d: v["perplexity"] for d, v in r["domains"].items()}, tot, heads, tot, secs, "router")
         row("router: selected member", "router", {d: v["select_perplexity"] for d, v in r["domains"].items()}, tot, heads, tot, secs)
     if T("dense"): row("dense fine-tune on the mixture", "dense", T("eval_dense"), P("dense"), P("dense"), P("dense"), train_s(w / "dense"), "dense")
@@ -320,7 +327,12 @@ def main():
     ap.add_argument("--parallel", type=int, default=2, help="jobs at once (each with one thread)")
     ap.add_argument("--ft_steps", type=int, default=300)
     ap.add_argument("--ft_lr", type=float, default=5e-4)
-    ap.add_argument("--router_steps", type=int, default=300)
+    ap.add_argument("--router_epochs", type=float, default=ROUTER["epochs"], help="passes of the router's heads over the cached member features")
+    ap.add_argument("--router_batch", type=int, default=ROUTER["batch"])
+    ap.add_argument("--router_lr", type=float, default=ROUTER["lr"])
+    ap.add_argument("--router_head", type=int, default=ROUTER["head"], help="hidden width of each router head")
+    ap.add_argument("--router_objective", default=ROUTER["objective"], choices=("marginal", "oracle", "both"))
+    ap.add_argument("--router_entropy", type=float, default=ROUTER["entropy"], help="entropy weight of the router's loss")
     ap.add_argument("--router_per_dataset", type=int, default=400, help="examples per dataset after balancing (10%% of them validate)")
     ap.add_argument("--mix_steps", type=int, default=300, help="steps of the dense mixture fine-tune and of each shiftable model")
     ap.add_argument("--shift_lr", type=float, default=1e-3)

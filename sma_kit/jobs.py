@@ -107,8 +107,8 @@ ROUTER = dict(
     finetune_steps=JobParam(20, int, "steps of each per-domain fine-tune trained first when models is None (a quick job)", min=1),
     **{k: config_param(RouterTrainConfig, k, v, "a quick job") for k, v in dict(max_steps=20, batch_size=8, warmup_steps=5, eval_every=5, log_every_n_steps=2).items()},
     **{k: config_param(RouterTrainConfig, k) for k in ("max_length", "num_epochs", "learning_rate", "weight_decay", "objective", "entropy_weight",
-                                                        "patience", "max_per_dataset")},
-    **{k: config_param(RouterConfig, k) for k in ("head_hidden_dim", "head_dropout")},
+                                                        "patience", "max_per_dataset", "features")},
+    **{k: config_param(RouterConfig, k) for k in ("head_hidden_dim", "head_dropout", "hf_dtype")},
     prompt=JobParam("Question: What is 2 + 2?\nAnswer:", str, "prompt of the greedy sample whose tokens are marked by member"),
     max_new_tokens=JobParam(24, int, "tokens of the sample", min=1),
 )

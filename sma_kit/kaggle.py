@@ -68,7 +68,7 @@ KAGGLE_PARAMS = {
     "train_router": dict(models="hf:Qwen/Qwen2.5-1.5B,hf:Qwen/Qwen2.5-Math-1.5B,hf:Tianye88/Qwen2.5-1.5B-Instruct-Medical-cpt-sft-v1",
                          datasets="openai/gsm8k:main,bigbio/med_qa,google/boolq", max_steps=5000, batch_size=4, max_length=512,
                          learning_rate=1e-3, warmup_steps=100, eval_every=200, log_every_n_steps=10, patience=3, head_hidden_dim=256,
-                         head_dropout=0.1, device="cuda", progress=True),
+                         head_dropout=0.1, hf_dtype="float16", features="live", device="cuda", progress=True),
     "train_encoder": dict(preset="seed000", max_steps=2000, batch_size=64, warmup_steps=100, eval_every=250, log_every=10, corpus_mb=1.5,
                           n_docs=200, progress=True),
 }

@@ -12,8 +12,8 @@ from .config import SmaError
 from .data import domain_files, file_documents
 
 # %% auto #0
-__all__ = ['QA_FIELDS', 'PROMPT', 'SPLIT_NAMES', 'OBJECTIVES', 'format_record', 'read_dataset', 'balance', 'split',
-           'RouterTrainConfig', 'encode', 'Batches', 'pad', 'RouterData', 'examples', 'router_data']
+__all__ = ['QA_FIELDS', 'PROMPT', 'SPLIT_NAMES', 'OBJECTIVES', 'FEATURE_MODES', 'FEATURE_DTYPES', 'format_record', 'read_dataset',
+           'balance', 'split', 'RouterTrainConfig', 'encode', 'Batches', 'pad', 'RouterData', 'examples', 'router_data']
 
 # %% ../nbs/08_router_data.ipynb #8998d642
 QA_FIELDS = (("question", "answer"), ("question", "long_answer"), ("prompt", "completion"), ("input", "output"), ("instruction", "response"))
@@ -92,6 +92,7 @@ def split(sets: dict[str, list], val_fraction: float = 0.1, seed: int = 0) -> tu
 
 # %% ../nbs/08_router_data.ipynb #0a62a312
 OBJECTIVES = ("marginal", "oracle", "both")
+FEATURE_MODES, FEATURE_DTYPES = ("cache", "live"), ("float16", "float32")
 
 @dataclass
 class RouterTrainConfig:
@@ -111,6 +112,8 @@ class RouterTrainConfig:
     max_per_dataset: int | None = None  # cap on records per dataset after balancing
     seed: int = 42                   # seed for heads, balancing, split and batch order
     stop_after: int | None = None    # interrupt after this step (saves the state; for time boxes and resume tests)
+    features: str = "cache"          # cache: run the frozen members once per example and train the heads on their stored features; live: run them at every step
+    features_dtype: str = "float16"  # how cached hidden states are stored (float16 halves the disk and RAM; gold-token log-probs stay float32)
 
     def __post_init__(self):
         if self.objective not in OBJECTIVES: raise SmaError(f"--objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
@@ -118,6 +121,8 @@ class RouterTrainConfig:
             if getattr(self, k) < 1: raise SmaError(f"--{k} must be at least 1, got {getattr(self, k)}")
         if self.max_steps is not None and self.max_steps < 1: raise SmaError(f"--max_steps must be at least 1, got {self.max_steps}")
         if self.learning_rate <= 0: raise SmaError(f"--learning_rate must be positive, got {self.learning_rate}")
+        if self.features not in FEATURE_MODES: raise SmaError(f"--features must be cache or live, got {self.features!r}")
+        if self.features_dtype not in FEATURE_DTYPES: raise SmaError(f"--features_dtype must be float16 or float32, got {self.features_dtype!r}")
 
     def total_steps(self, n_train: int) -> int: return self.max_steps or max(1, math.ceil(self.num_epochs * n_train / self.batch_size))
     def to_dict(self) -> dict: return asdict(self)
@@ -138,12 +143,15 @@ class Batches:
 
     def _order(self): return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.ex))
 
-    def next(self):
-        rows = []
-        while len(rows) < self.bs:
-            rows.append(self.ex[self._order()[self.pos]]); self.pos += 1
-            if self.pos == len(self.ex): self.epoch += 1; self.pos = 0
-        return pad(rows, self.pad)
+    def next_indices(self) -> list[int]:
+        "Indices (into the examples) of the next batch; `next` pads those examples."
+        idx, order = [], self._order()
+        while len(idx) < self.bs:
+            idx.append(int(order[self.pos])); self.pos += 1
+            if self.pos == len(self.ex): self.epoch += 1; self.pos = 0; order = self._order()
+        return idx
+
+    def next(self): return pad([self.ex[i] for i in self.next_indices()], self.pad)
 
     def state_dict(self) -> dict: return {"epoch": self.epoch, "pos": self.pos, "seed": self.seed, "n": len(self.ex)}
     def load_state_dict(self, st: dict):

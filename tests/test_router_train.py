@@ -35,6 +35,22 @@ def test_cli_trains_and_saves_a_router(setup, tmp_path):
     info = json.loads((tmp_path / "r" / "router.json").read_text())
     assert info["model_type"] == "router" and info["head"]["head_hidden_dim"] == 8 and info["datasets"] == ["q", "t"]
     assert (tmp_path / "r" / "router.safetensors").is_file() and (tmp_path / "r" / "metrics.jsonl").is_file()
+    assert info["train"]["features"] == "cache" and not (tmp_path / "r" / "features").exists()   # the cache goes when the run ends
+
+
+def test_cli_live_features_and_a_kept_cache(setup, tmp_path):
+    "--features live trains without a cache; --features_dir keeps one, and a second run with the same members and data reuses it."
+    p = run_cli("sma_train_router", *args(setup, tmp_path / "live", "--features", "live"))
+    assert p.returncode == 0, p.stderr
+    assert json.loads((tmp_path / "live" / "router.json").read_text())["train"]["features"] == "live" and not (tmp_path / "live" / "features").exists()
+    for i in range(2):
+        p = run_cli("sma_train_router", *args(setup, tmp_path / f"c{i}", "--features_dir", tmp_path / "feat", "--log_every_n_steps", 1))
+        assert p.returncode == 0, p.stderr
+    meta = json.loads((tmp_path / "feat" / "meta.json").read_text())
+    assert meta["done"] == {s: len(meta["counts"][s]) for s in ("train", "val")} and meta["dtype"] == "float16"
+    assert [json.loads(l)["train_loss"] for l in (tmp_path / "c0" / "metrics.jsonl").read_text().splitlines()] == \
+           [json.loads(l)["train_loss"] for l in (tmp_path / "c1" / "metrics.jsonl").read_text().splitlines()]
+    one_error_line(run_cli("sma_train_router", *args(setup, tmp_path / "x", "--features", "disk")), "--features must be cache or live")
 
 
 def test_cli_bad_inputs_are_one_line(setup, tmp_path):
@@ -70,3 +86,4 @@ def test_cli_ctrl_c_saves_and_exits_130(setup, tmp_path):
     assert proc.returncode == 130 and stdout.strip().splitlines()[-1].startswith("interrupted at step "), (proc.returncode, stdout, stderr[-2000:])
     state = json.loads((out / "train_state" / "state.json").read_text())
     assert state["state"]["step"] >= 1 and state["total_steps"] == 100000
+    assert (out / "features" / "meta.json").is_file()   # kept for the resume

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/15_torch_router_train.ipynb #e559d387
 from __future__ import annotations
-import json, sys
+import json, shutil, sys
 from pathlib import Path
 import torch
 from safetensors.torch import save_file, load_file
@@ -16,6 +16,7 @@ from ..loop import TrainLoop
 from ..router import RouterConfig, ROUTER_JSON, is_router_dir
 from ..router_data import RouterTrainConfig, RouterData, Batches, pad, router_data
 from .router import RouterEnsemble, marginal_loss, oracle_loss, route_entropy, _mask
+from .router_features import MemberFeatures, build_features
 
 # %% auto #0
 __all__ = ['router_loss', 'member_shares', 'RouterTrainer', 'train_router', 'train_router_cli']
@@ -39,8 +40,9 @@ def _opt_tensors(opt) -> tuple[dict, list]:
     return {f"{i}.{k}": v.detach().cpu().contiguous() for i, s in sd["state"].items() for k, v in s.items()}, sd["param_groups"]
 
 class RouterTrainer(TrainLoop):
-    def __init__(self, ens: RouterEnsemble, data: RouterData, rc: RouterTrainConfig, out_dir, progress: bool = True):
-        self.ens, self.data, self.rc, self.out, self.progress = ens, data, rc, Path(out_dir), progress
+    def __init__(self, ens: RouterEnsemble, data: RouterData, rc: RouterTrainConfig, out_dir, progress: bool = True,
+                 features: MemberFeatures | None = None):
+        self.ens, self.data, self.rc, self.out, self.progress, self.feats = ens, data, rc, Path(out_dir), progress, features
         self.device = next(ens.heads.parameters()).device
         self.total = rc.total_steps(len(data.train))
         self.tc = TrainConfig(batch_size=rc.batch_size, seq_len=rc.max_length, max_steps=self.total, lr=rc.learning_rate,
@@ -50,7 +52,8 @@ class RouterTrainer(TrainLoop):
         self.opt = torch.optim.AdamW(ens.head_params(), lr=rc.learning_rate, weight_decay=rc.weight_decay)
         self.st = {"step": 0, "best_val": None, "best_step": None, "bad_evals": 0, "elapsed_s": 0.0, "tokens": 0}
         self.what = {"members": list(ens.specs), "head_hidden_dim": ens.head_hidden_dim, "head_dropout": ens.head_dropout,
-                     "objective": rc.objective, "entropy_weight": rc.entropy_weight, "datasets": data.names, "n_train": len(data.train)}
+                     "objective": rc.objective, "entropy_weight": rc.entropy_weight, "datasets": data.names, "n_train": len(data.train),
+                     "features": rc.features if features is None else f"cache:{features.meta['dtype']}"}
 
     def _begin(self): self.ens.train()
     def _zero_loss(self): self._loss_sum = torch.zeros((), device=self.device)
@@ -60,8 +63,7 @@ class RouterTrainer(TrainLoop):
         st, rc = self.st, self.rc
         self._lr_host = lr = lr_at(st["step"], self.tc, self.total)
         for g in self.opt.param_groups: g["lr"] = lr
-        ids, tg, _ = (torch.from_numpy(a).to(self.device) for a in self.batches.next())
-        out = self.ens(ids)
+        out, tg = self._train_batch()
         loss, parts = router_loss(out, tg, rc.objective, rc.entropy_weight)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.ens.head_params(), 1.0)
@@ -70,15 +72,25 @@ class RouterTrainer(TrainLoop):
         self._extras = {"entropy": parts["entropy"].detach(), **{k: v.detach() for k, v in member_shares(out, tg, self.ens.names).items()}}
         st["step"] += 1; st["tokens"] += int((tg >= 0).sum())
 
+    def _train_batch(self):
+        "(RouterOutput, targets) of the next batch: from the cache, or the members run live."
+        if self.feats is not None: return self.feats.batch(self.ens, "train", self.batches.next_indices())
+        ids, tg, _ = (torch.from_numpy(a).to(self.device) for a in self.batches.next())
+        return self.ens(ids), tg
+
+    def _val_batches(self):
+        if self.feats is not None: yield from self.feats.chunks(self.ens, "val"); return
+        for i in range(0, len(self.data.val), self.rc.batch_size):
+            ids, tg, _ = (torch.from_numpy(a).to(self.device) for a in pad(self.data.val[i : i + self.rc.batch_size]))
+            yield self.ens(ids), tg
+
     @torch.no_grad()
     def evaluate(self) -> dict:
         "Token-weighted validation loss (the objective, no entropy term), its parts and the member shares on held-out records."
         if not self.data.val: return {}
         self.ens.eval()
         tot, n = {}, 0
-        for i in range(0, len(self.data.val), self.rc.batch_size):
-            ids, tg, _ = (torch.from_numpy(a).to(self.device) for a in pad(self.data.val[i : i + self.rc.batch_size]))
-            out = self.ens(ids)
+        for out, tg in self._val_batches():
             loss, parts = router_loss(out, tg, self.rc.objective, 0.0)
             k = int(_mask(tg, -1).sum()); n += k
             for name, v in {"val_loss": loss, **parts, **member_shares(out, tg, self.ens.names)}.items(): tot[name] = tot.get(name, 0.0) + float(v) * k
@@ -112,7 +124,7 @@ class RouterTrainer(TrainLoop):
 
     def _save_best(self):
         self.ens.save(self.out, {"datasets": self.data.names, "train": self.rc.to_dict(), "best_step": self.st["best_step"],
-                                 "val_loss": self.st["best_val"]})
+                                 "val_loss": self.st["best_val"], **({"features_s": self.feats.seconds} if self.feats else {})})
 
 # %% ../../nbs/15_torch_router_train.ipynb #174d4139
 def _check_out(out: Path, resume: bool, overwrite: bool):
@@ -122,7 +134,7 @@ def _check_out(out: Path, resume: bool, overwrite: bool):
 
 def train_router(models, datasets, output_dir, rc: RouterTrainConfig | None = None, head_hidden_dim: int = 256, head_dropout: float = 0.1,
                  val_fraction: float = 0.1, device: str = "auto", resume: bool = False, overwrite: bool = False, progress: bool = True,
-                 hf_dtype: str = "float32") -> dict:
+                 hf_dtype: str = "float32", features_dir=None) -> dict:
     "Train the heads of a router over member specs `models` on dataset specs `datasets` into `output_dir` (see above)."
     rc, out = rc or RouterTrainConfig(), Path(output_dir)
     if isinstance(models, str): models = [m for m in models.split(",") if m.strip()]
@@ -130,12 +142,16 @@ def train_router(models, datasets, output_dir, rc: RouterTrainConfig | None = No
     ens, tok = RouterEnsemble.from_pretrained(list(models), device=device, head_hidden_dim=head_hidden_dim, head_dropout=head_dropout, seed=rc.seed,
                                         hf_dtype=hf_dtype)
     data = router_data(datasets, tok, min(rc.max_length, ens.window), val_fraction, rc.seed, rc.max_per_dataset)
-    trainer = RouterTrainer(ens, data, rc, out, progress)
+    fdir = Path(features_dir) if features_dir else out / "features"
+    feats = build_features(ens, data, fdir, rc.features_dtype, rc.batch_size, progress, print if progress else None) if rc.features == "cache" else None
+    trainer = RouterTrainer(ens, data, rc, out, progress, feats)
     torch.manual_seed(rc.seed)   # head dropout draws from here (a resume restores the saved state instead)
     res = trainer.fit(resume=resume)
     if not data.val and not res["interrupted"]: trainer._save_best()
+    if feats is not None and not features_dir and not res["interrupted"]: shutil.rmtree(fdir, ignore_errors=True)   # kept for a resume only
     return {**res, "members": ens.names, "datasets": data.names, "counts": data.counts,
-            "n_head_params": sum(p.numel() for p in ens.head_params())}
+            "n_head_params": sum(p.numel() for p in ens.head_params()), "features_bytes": feats.nbytes if feats else 0,
+            "features_s": feats.seconds if feats else 0.0}
 
 # %% ../../nbs/15_torch_router_train.ipynb #f574463b
 @call_parse
@@ -144,6 +160,7 @@ def train_router_cli(
     models:str=None,              # comma-separated member specs: kit model dirs or hf:PATH_OR_HUB_ID (required)
     datasets:str=None,            # comma-separated datasets: jsonl/json files, corpus folders or hub ids id[:config] (required)
     output_dir:str=None,          # the router dir to write (required)
+    features_dir:str=None,        # where the members' cached features go (reused by any run with the same members and examples); None: OUTPUT_DIR/features, removed when the run ends
     **kw):                        # the fields of RunConfig, RouterTrainConfig and RouterConfig
     "Train the scalar heads of a router ensemble over frozen language models."
     with cli_errors():
@@ -151,9 +168,10 @@ def train_router_cli(
         run, rc = RunConfig(**flag_values(RunConfig, kw)), RouterTrainConfig(**flag_values(RouterTrainConfig, kw))
         head = RouterConfig(**{k: v for k, v in flag_values(RouterConfig, kw).items() if k != "mode"})
         res = train_router(models, datasets, output_dir, rc, head.head_hidden_dim, head.head_dropout, run.val_fraction, run.device,
-                           run.resume, run.overwrite, not run.quiet, head.hf_dtype)
+                           run.resume, run.overwrite, not run.quiet, head.hf_dtype, features_dir)
         print(f"members {', '.join(res['members'])}; datasets {', '.join(f'{k} {v[1]}/{v[0]}' for k, v in res['counts'].items())}; "
-              f"{res['n_head_params']:,} head parameters; {res['elapsed_s']:.1f} s")
+              f"{res['n_head_params']:,} head parameters; "
+              + (f"member features {res['features_bytes'] / 2**20:,.1f} MiB ({res['features_s']:.1f} s); " if res["features_bytes"] else "") + f"{res['elapsed_s']:.1f} s")
         if res["interrupted"]:
             print(f"interrupted at step {res['step']} of {res['total_steps']}; state saved in {output_dir}/{TRAIN_STATE} (continue with --resume)")
             sys.exit(130)
