@@ -89,7 +89,7 @@ def parallel(workers: dict, here: dict, prompts: dict, reps: int, max_new_tokens
             "same_outputs": texts(a) == texts(b) == texts(c), "answer_tokens": [a[i].tokens for i in sorted(a)]}
 
 
-def overhead(workers: dict, prompts: dict, n: int, classifier=None, max_new_tokens: int = 64, cascade: float = 0.9) -> dict:
+def overhead(workers: dict, prompts: dict, n: int, classifier=None, max_new_tokens: int = 64, cascade: float = 0.95) -> dict:
     "(plan + route) / generation time of full runs on composed requests (workers 2), answers of 64 tokens sampled; no score known beforehand."
     res = {}
     for name, kw in (("likelihood", {}), ("bag", {"router": "classifier", "classifier": classifier}),
@@ -127,7 +127,7 @@ def main():
     ap.add_argument("--mb", type=float, default=0.3); ap.add_argument("--gen_steps", type=int, default=120); ap.add_argument("--spec_steps", type=int, default=260)
     ap.add_argument("--batch_size", type=int, default=8); ap.add_argument("--n", type=int, default=40); ap.add_argument("--composed", type=int, default=40)
     ap.add_argument("--gsm8k", type=int, default=10); ap.add_argument("--reps", type=int, default=5); ap.add_argument("--overhead_requests", type=int, default=8)
-    ap.add_argument("--windows", type=int, default=400); ap.add_argument("--cascade", type=float, default=0.9)
+    ap.add_argument("--windows", type=int, default=400); ap.add_argument("--cascade", type=float, default=0.95)
     ap.add_argument("--pair", default="math,business", help="the two specialists of the parallel part")
     ap.add_argument("--min_prompts", type=int, default=20, help="routes: a domain with fewer held-out prompts is reported untestable")
     a = ap.parse_args()

@@ -108,7 +108,7 @@ class Orchestrator:
     def __init__(self, specialists: dict, generalist: str, planner: str = "rules", router: str = "likelihood", workers: int = 4,
                  timeout: float = 120.0, threshold: float = 0.5, combine: str = "concat", planner_model: str | None = None,
                  combiner_model: str | None = None, keywords: dict | None = None, classifier: ClassifierRouter | None = None,
-                 gate_lm: TextLM | None = None, cascade: float = 0.9):
+                 gate_lm: TextLM | None = None, cascade: float = 0.95):
         if generalist not in specialists: raise SmaError(f"unknown generalist {generalist!r}; have {sorted(specialists)}")
         for n in (planner_model, combiner_model):
             if n is not None and n not in specialists: raise SmaError(f"unknown specialist {n!r}; have {sorted(specialists)}")
@@ -205,7 +205,7 @@ def orchestrate_cli(
     planner_model:str=None,    # the specialist asked for a JSON plan (--planner lm)
     router:str="likelihood",   # likelihood, gate, classifier, cascade or rules
     classifier:str=None,       # a classifier router saved as JSON (--router classifier or cascade)
-    cascade:float=0.9,         # --router cascade: below this classifier confidence the likelihood router decides
+    cascade:float=0.95,        # --router cascade: below this classifier confidence the likelihood router decides
     keywords:str=None,         # name=word|word;name=word (--router rules)
     threshold:float=0.5,       # below this confidence the generalist answers
     combine:str="concat",      # concat or lm

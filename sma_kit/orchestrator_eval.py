@@ -188,7 +188,7 @@ def fit_windows(specs: dict, generalist: str, data, windows: int = 400, seed: in
 
 def orchestrate_eval(project_dir=None, data_dir=None, n: int = 50, composed: int = 50, min_tokens: int = 0, routers: str = "likelihood,classifier",
                      threshold: float = 0.5, gsm8k: int = 20, backend: str = "torch", windows: int = 400, bag: bool = True, log=print,
-                     specialists: str | None = None, train_data=None, cascade: float = 0.9) -> dict:
+                     specialists: str | None = None, train_data=None, cascade: float = 0.95) -> dict:
     "The evaluation above on a trained project or named model folders (see `orchestrate_eval_cli`)."
     specs, gen, data = eval_specialists(project_dir, specialists, train_data, backend)
     names = list(specs)
@@ -229,7 +229,7 @@ def orchestrate_eval_cli(
     backend:str="torch",           # torch or jax
     windows:int=400,               # classifier training passages per domain
     no_bag:bool=False,             # classifier without token features
-    cascade:float=0.9,             # the cascade router: below this bag confidence the likelihood router decides
+    cascade:float=0.95,            # the cascade router: below this bag confidence the likelihood router decides
     out:str=None,                  # write the results as JSON here
 ):
     "Routing accuracy, composed requests, reference perplexity and GSM8K of a project's orchestrator."

@@ -381,7 +381,7 @@ def fit_router(specs: dict, generalist: str, texts: Sequence[str], labels: Seque
 class CascadeRouter:
     "`first`'s proposal where its confidence reaches `threshold`; the other texts go to `second` (one call)."
     name = "cascade"
-    def __init__(self, first, second, threshold: float = 0.9):
+    def __init__(self, first, second, threshold: float = 0.95):
         self.first, self.second, self.threshold, self.escalated, self.seen = first, second, threshold, 0, 0
     def propose(self, texts):
         out = list(self.first.propose(texts))
