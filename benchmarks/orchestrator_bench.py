@@ -70,12 +70,12 @@ def parallel(workers: dict, here: dict, prompts: dict, reps: int, max_new_tokens
     plan = Plan("bench", [Subtask(str(i + 1), q) for i, (_, q) in enumerate(qs)], "rules")
     routes = [Route(str(i + 1), d, {}, 1.0, "fixed") for i, (d, _) in enumerate(qs)]
     run = lambda specs, w: execute(plan, routes, specs, workers=w, max_new_tokens=max_new_tokens, temperature=0.8, seed=0)
-    cores = {1: [], 2: []}
+    cores, cpu = {1: [], 2: []}, {1: [], 2: []}
     def timed_run(w):
         "One run over the workers; the CPU seconds the two workers used over the wall time from the first start to the last end."
         run(workers, w)
         (a0, a1, ca), (b0, b1, cb) = workers[x].span, workers[y].span
-        cores[w].append((ca + cb) / (max(a1, b1) - min(a0, b0)))
+        cores[w].append((ca + cb) / (max(a1, b1) - min(a0, b0))); cpu[w].append((ca, cb))
     run(workers, 2); run(here, 1)                                                 # warm-up
     t = interleaved({"parallel": lambda: timed_run(2), "serial": lambda: timed_run(1), "in_process": lambda: run(here, 1),
                      "one_call_each": lambda: [here[d].complete([q], max_new_tokens, 0.8, 0) for d, q in qs]}, reps)
@@ -86,6 +86,10 @@ def parallel(workers: dict, here: dict, prompts: dict, reps: int, max_new_tokens
             "in_process_one_call_per_subtask_s": t["one_call_each"], "ratio_parallel_vs_serial": t["parallel"] / t["serial"],
             "ratio_parallel_vs_in_process": t["parallel"] / t["in_process"], "ratio_parallel_vs_one_call_each": t["parallel"] / t["one_call_each"],
             "cores_used_parallel": statistics.median(cores[2]), "cores_used_serial": statistics.median(cores[1]),
+            # load-robust: the busier worker's CPU seconds in a parallel run over both workers' CPU seconds in a serial run, i.e. the
+            # ratio when each worker has a core of its own (start-up, pipes and the parent's thread not counted)
+            "worker_cpu_s_parallel": [list(c) for c in cpu[2]], "worker_cpu_s_serial": [list(c) for c in cpu[1]],
+            "ratio_cpu_critical_path": statistics.median(max(c) for c in cpu[2]) / statistics.median(sum(c) for c in cpu[1]),
             "same_outputs": texts(a) == texts(b) == texts(c), "answer_tokens": [a[i].tokens for i in sorted(a)]}
 
 
@@ -170,11 +174,12 @@ def main():
         spec_arg = None if sp else a.specialists
         data = Path(a.train_data) if a.train_data and not sp else Path(sp) / "data"
         items = heldout_prompts(None, a.n, seen=corpus_text(data))
-        prompts = {d: [p for p, _ in v] for d, v in items.items()}
+        prompts = {d: [p for p, _ in v] for d, v in items.items() if v}          # a domain with no held-out prompt is left out
         workers, here = load(sp, spec_arg, True), load(sp, spec_arg, False)
         try:
             run = {**stamp, "models": sp or a.specialists}
             if "parallel" in parts: R["parallel"] = {**parallel(workers, here, prompts, a.reps, pair=a.pair.split(",")), "run": {**run, "loadavg_end": os.getloadavg()}}
+            if "parallel" in parts: print("parallel", {k: v for k, v in R["parallel"].items() if k != "run"}, flush=True)
             if "overhead" in parts:
                 clf = fit_windows(workers, "general", data, a.windows, bag=True, ll=False)
                 R["overhead"] = {**overhead(workers, prompts, a.overhead_requests, clf, cascade=a.cascade), "run": {**run, "loadavg_end": os.getloadavg()}}

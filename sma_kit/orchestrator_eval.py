@@ -105,9 +105,10 @@ def routing_eval(router, prompts: dict[str, Sequence[str]], generalist: str, nam
 # %% ../nbs/39c_orchestrator_eval.ipynb #a469575f
 def composed_requests(prompts: dict[str, Sequence[str]], n: int = 50, seed: int = 0) -> list[tuple[str, list[str], list[str]]]:
     "(request, parts, domains) for `n` composed requests."
-    rng, out = random.Random(seed), []
+    rng, out, have = random.Random(seed), [], sorted(d for d in prompts if len(prompts[d]))     # a domain without prompts is left out
+    if len(have) < 2: raise SmaError(f"composed requests need prompts of two domains at least; have {have}")
     for _ in range(n):
-        ds = rng.sample(sorted(prompts), rng.randint(2, min(4, len(prompts))))
+        ds = rng.sample(have, rng.randint(2, min(4, len(have))))
         parts = [" ".join(rng.choice(list(prompts[d])).split()) for d in ds]
         style = rng.choice(["num", "bullet", "lines"])
         lines = [f"{i + 1}. {p}" if style == "num" else f"- {p}" if style == "bullet" else p for i, p in enumerate(parts)]
@@ -195,6 +196,7 @@ def orchestrate_eval(project_dir=None, data_dir=None, n: int = 50, composed: int
     items = heldout_prompts(data_dir, n, seen=corpus_text(data) if data.is_dir() else "")
     tok_n = specs[gen].n_tokens
     items = {d: [x for x in v if tok_n(x[0]) >= min_tokens] for d, v in items.items() if d in specs}
+    items = {d: v for d, v in items.items() if v}                              # no held-out prompt left: the domain is not tested
     prompts = {d: [p for p, _ in v] for d, v in items.items()}
     res = {"specialists": names, "generalist": gen, "prompts_per_domain": {d: len(v) for d, v in prompts.items()}, "min_tokens": min_tokens}
     for rname in [r.strip() for r in routers.split(",") if r.strip()]:
