@@ -16,7 +16,7 @@ from .generate import TextLM, load_lm
 from .manager import SpecialistManager
 from .chat import one_line
 from .orchestrator_plan import (Subtask, Plan, Route, check_plan, make_plan, route, LikelihoodRouter, RulesRouter, GateRouter,
-                                ClassifierRouter, LMSpecialist)
+                                ClassifierRouter, CascadeRouter, LMSpecialist)
 from .orchestrator_workers import WorkerSpecialist, load_specialist, parse_specialists, specialists_from_project, ready_all, close_all
 
 # %% auto #0
@@ -101,14 +101,14 @@ def combine_concat(plan: Plan, parts: dict[str, Part]) -> str:
 COMBINE_PROMPT = "Write one answer to the request from the answers to its parts.\nRequest: {request}\n\n{parts}\n\nAnswer: "
 
 # %% ../nbs/39b_orchestrator.ipynb #c17bc304
-ROUTERS = ("likelihood", "gate", "classifier", "rules")
+ROUTERS = ("likelihood", "gate", "classifier", "cascade", "rules")
 
 class Orchestrator:
     "Plan -> route -> execute -> combine over a dict of specialists."
     def __init__(self, specialists: dict, generalist: str, planner: str = "rules", router: str = "likelihood", workers: int = 4,
                  timeout: float = 120.0, threshold: float = 0.5, combine: str = "concat", planner_model: str | None = None,
                  combiner_model: str | None = None, keywords: dict | None = None, classifier: ClassifierRouter | None = None,
-                 gate_lm: TextLM | None = None):
+                 gate_lm: TextLM | None = None, cascade: float = 0.95):
         if generalist not in specialists: raise SmaError(f"unknown generalist {generalist!r}; have {sorted(specialists)}")
         for n in (planner_model, combiner_model):
             if n is not None and n not in specialists: raise SmaError(f"unknown specialist {n!r}; have {sorted(specialists)}")
@@ -119,9 +119,9 @@ class Orchestrator:
         self.threshold, self.combine, self.planner_model, self.combiner_model = threshold, combine, planner_model, combiner_model or generalist
         if router == "likelihood": self.router = LikelihoodRouter(specialists, generalist)
         elif router == "rules": self.router = RulesRouter(keywords or {})
-        elif router == "classifier":
-            if classifier is None: raise SmaError("the classifier router needs a trained classifier (fit_router, or --classifier FILE)")
-            self.router = classifier
+        elif router in ("classifier", "cascade"):
+            if classifier is None: raise SmaError(f"the {router} router needs a trained classifier (fit_router, or --classifier FILE)")
+            self.router = classifier if router == "classifier" else CascadeRouter(classifier, LikelihoodRouter(specialists, generalist), cascade)
         else:
             if gate_lm is None: raise SmaError("the gate router needs a shiftable model (--project_dir with specialists)")
             self.router = GateRouter(gate_lm)
@@ -203,8 +203,9 @@ def orchestrate_cli(
     generalist:str=None,       # the specialist that answers unconfident routes (default: general, else the first)
     planner:str="rules",       # rules or lm
     planner_model:str=None,    # the specialist asked for a JSON plan (--planner lm)
-    router:str="likelihood",   # likelihood, gate, classifier or rules
-    classifier:str=None,       # a classifier router saved as JSON (--router classifier)
+    router:str="likelihood",   # likelihood, gate, classifier, cascade or rules
+    classifier:str=None,       # a classifier router saved as JSON (--router classifier or cascade)
+    cascade:float=0.95,        # --router cascade: below this classifier confidence the likelihood router decides
     keywords:str=None,         # name=word|word;name=word (--router rules)
     threshold:float=0.5,       # below this confidence the generalist answers
     combine:str="concat",      # concat or lm
@@ -221,7 +222,8 @@ def orchestrate_cli(
     with cli_errors():
         if not prompt or not prompt.strip(): raise SmaError("--prompt: empty prompt")
         o = build_orchestrator(project_dir, specialists, generalist, backend, device, classifier, keywords, timeout, planner=planner,
-                               router=router, threshold=threshold, combine=combine, workers=workers, planner_model=planner_model)
+                               router=router, threshold=threshold, combine=combine, workers=workers, planner_model=planner_model,
+                               cascade=cascade)
         try: tr = o.run(prompt, max_new_tokens, temperature, seed)
         finally: close_all(o.specs)
         bad = [p for p in tr["parts"] if p["status"] != "ok"]

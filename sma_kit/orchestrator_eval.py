@@ -14,13 +14,13 @@ from .checkpoint import atomic_write
 from .cli import cli_errors
 from .data import discover_domains, file_documents
 from .qa_eval import data_root, read_gsm8k, eval_gsm8k, gsm8k_shots
-from .orchestrator_plan import Subtask, route, rules_plan, LikelihoodRouter, RulesRouter, fit_router
+from .orchestrator_plan import Subtask, route, rules_plan, LikelihoodRouter, RulesRouter, CascadeRouter, fit_router
 from .orchestrator_workers import specialists_from_project, parse_specialists, load_specialist
 
 # %% auto #0
-__all__ = ['bootstrap_ci', 'acc', 'heldout_prompts', 'corpus_text', 'routing_eval', 'composed_requests', 'composed_eval',
-           'reference_ppl', 'gsm8k_orchestrated', 'corpus_windows', 'eval_specialists', 'orchestrate_eval',
-           'orchestrate_eval_cli']
+__all__ = ['bootstrap_ci', 'acc', 'SeenText', 'heldout_prompts', 'corpus_text', 'overlap_report', 'routing_eval',
+           'composed_requests', 'composed_eval', 'reference_ppl', 'gsm8k_orchestrated', 'corpus_windows',
+           'eval_specialists', 'fit_windows', 'orchestrate_eval', 'orchestrate_eval_cli']
 
 # %% ../nbs/39c_orchestrator_eval.ipynb #e5d4800e
 def bootstrap_ci(correct, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
@@ -44,8 +44,21 @@ def _passages(files, words: int, min_words: int) -> list[tuple[str, str]]:
             if len(w) >= min_words: out.append((" ".join(w[:words]), " " + " ".join(w[words:2 * words])))
     return out
 
-def heldout_prompts(data_dir=None, n: int = 50, seed: int = 0, words: int = 40, seen: str = "") -> dict[str, list[tuple[str, str]]]:
-    "{domain: [(prompt, reference), ...]} with up to `n` per domain, none of them in `seen`."
+def _words(t: str) -> list[str]: return re.findall(r"\w+", t.lower())
+
+class SeenText:
+    "The word `n`-grams of a training text (lower-cased words, punctuation and markup ignored): what share of a prompt's occur in it."
+    def __init__(self, text: str, n: int = 8):
+        w, self.n = _words(text), n
+        self.grams, self.flat = {hash(tuple(w[i:i + n])) for i in range(len(w) - n + 1)}, " " + " ".join(w) + " "
+    def contains(self, p: str) -> bool: return f" {' '.join(_words(p))} " in self.flat
+    def share(self, p: str) -> float:
+        "Share of the prompt's word n-grams in the text (a prompt shorter than n words: 1 if it occurs whole, else 0)."
+        w = _words(p); g = [hash(tuple(w[i:i + self.n])) for i in range(len(w) - self.n + 1)]
+        return sum(x in self.grams for x in g) / len(g) if g else float(self.contains(p))
+
+def heldout_prompts(data_dir=None, n: int = 50, seed: int = 0, words: int = 40, seen: str = "", ngram: int = 8) -> dict[str, list[tuple[str, str]]]:
+    "{domain: [(prompt, reference), ...]} with up to `n` per domain, none sharing a run of `ngram` words with `seen`."
     root, rng = data_root(data_dir), random.Random(seed)
     pq = json.loads((root / "medical/pubmedqa/ori_pqal.json").read_text())
     ds = sorted(p for p in (root / "datascience/sklearn_user_guide").rglob("*.rst"))
@@ -53,17 +66,26 @@ def heldout_prompts(data_dir=None, n: int = 50, seed: int = 0, words: int = 40, 
     pools = {"math": [(r["question"], " " + re.sub(r"<<[^>]*>>", "", r["answer"])) for r in read_gsm8k("test", root)],
              "medical": [(r["QUESTION"], " " + r["LONG_ANSWER"]) for r in pq.values()],
              "datascience": _passages(ds, words, words + 10), "business": _passages(bz, words, words + 10)}
-    norm = lambda t: re.sub(r"\s+", " ", t).strip()
-    seen = norm(seen)
-    out = {}
+    S, out = SeenText(seen, ngram) if seen else None, {}
     for d, pool in pools.items():
-        pool = [x for x in pool if norm(x[0])[:200] not in seen]
+        pool = [x for x in pool if S is None or S.share(x[0]) == 0]
         out[d] = rng.sample(pool, min(n, len(pool)))
     return out
 
 def corpus_text(data_dir) -> str:
     "All text of a DATA root (to drop prompts a project trained on)."
     return "\n".join(t for fs in discover_domains(data_dir, require_general=False).values() for f in fs for t in file_documents(f))
+
+# %% ../nbs/39c_orchestrator_eval.ipynb #e7c3d9a2
+def overlap_report(prompts: dict[str, Sequence[str]], train_text: str, n: int = 8) -> dict:
+    "{domain: {prompts, contained, max_ngram_share, mean_ngram_share, with_shared_ngram}} of `prompts` against `train_text`."
+    S, out = SeenText(train_text, n), {}
+    for d, ps in prompts.items():
+        share = [S.share(p) for p in ps]
+        out[d] = {"prompts": len(ps), "contained": sum(map(S.contains, ps)), "max_ngram_share": max(share, default=0.0),
+                  "mean_ngram_share": float(np.mean(share)) if share else 0.0, "with_shared_ngram": sum(s > 0 for s in share)}
+    return out
+
 
 # %% ../nbs/39c_orchestrator_eval.ipynb #fcb1bfb3
 def routing_eval(router, prompts: dict[str, Sequence[str]], generalist: str, names: Sequence[str], threshold: float = 0.5, seed: int = 0) -> dict:
@@ -83,9 +105,10 @@ def routing_eval(router, prompts: dict[str, Sequence[str]], generalist: str, nam
 # %% ../nbs/39c_orchestrator_eval.ipynb #a469575f
 def composed_requests(prompts: dict[str, Sequence[str]], n: int = 50, seed: int = 0) -> list[tuple[str, list[str], list[str]]]:
     "(request, parts, domains) for `n` composed requests."
-    rng, out = random.Random(seed), []
+    rng, out, have = random.Random(seed), [], sorted(d for d in prompts if len(prompts[d]))     # a domain without prompts is left out
+    if len(have) < 2: raise SmaError(f"composed requests need prompts of two domains at least; have {have}")
     for _ in range(n):
-        ds = rng.sample(sorted(prompts), rng.randint(2, min(4, len(prompts))))
+        ds = rng.sample(have, rng.randint(2, min(4, len(have))))
         parts = [" ".join(rng.choice(list(prompts[d])).split()) for d in ds]
         style = rng.choice(["num", "bullet", "lines"])
         lines = [f"{i + 1}. {p}" if style == "num" else f"- {p}" if style == "bullet" else p for i, p in enumerate(parts)]
@@ -158,30 +181,37 @@ def eval_specialists(project_dir=None, specialists: str | None = None, train_dat
     if train_data and not data.is_dir(): raise SmaError(f"--train_data {train_data}: folder not found")
     return specs, gen, data
 
+def fit_windows(specs: dict, generalist: str, data, windows: int = 400, seed: int = 0, **kw):
+    "`fit_router` on `windows` passages per domain of the corpora `data` (domains without a specialist in `specs` left out)."
+    tx, lb = corpus_windows(data, n=windows, seed=seed, generalist=generalist)
+    keep = [i for i, l in enumerate(lb) if l in specs]
+    return fit_router(specs, generalist, [tx[i] for i in keep], [lb[i] for i in keep], **kw)
+
 def orchestrate_eval(project_dir=None, data_dir=None, n: int = 50, composed: int = 50, min_tokens: int = 0, routers: str = "likelihood,classifier",
-                     threshold: float = 0.5, gsm8k: int = 20, backend: str = "torch", windows: int = 60, bag: bool = True, log=print,
-                     specialists: str | None = None, train_data=None) -> dict:
+                     threshold: float = 0.5, gsm8k: int = 20, backend: str = "torch", windows: int = 400, bag: bool = True, log=print,
+                     specialists: str | None = None, train_data=None, cascade: float = 0.95) -> dict:
     "The evaluation above on a trained project or named model folders (see `orchestrate_eval_cli`)."
     specs, gen, data = eval_specialists(project_dir, specialists, train_data, backend)
     names = list(specs)
     items = heldout_prompts(data_dir, n, seen=corpus_text(data) if data.is_dir() else "")
     tok_n = specs[gen].n_tokens
     items = {d: [x for x in v if tok_n(x[0]) >= min_tokens] for d, v in items.items() if d in specs}
+    items = {d: v for d, v in items.items() if v}                              # no held-out prompt left: the domain is not tested
     prompts = {d: [p for p, _ in v] for d, v in items.items()}
     res = {"specialists": names, "generalist": gen, "prompts_per_domain": {d: len(v) for d, v in prompts.items()}, "min_tokens": min_tokens}
     for rname in [r.strip() for r in routers.split(",") if r.strip()]:
         t0 = time.perf_counter()
         if rname == "likelihood": router = LikelihoodRouter(specs, gen)
-        elif rname in ("classifier", "bag"):
-            tx, lb = corpus_windows(data, n=windows, generalist=gen)
-            keep = [i for i, l in enumerate(lb) if l in specs]                  # domains without a specialist here are left out
-            router = fit_router(specs, gen, [tx[i] for i in keep], [lb[i] for i in keep], bag=bag or rname == "bag", ll=rname == "classifier")
-        else: raise SmaError(f"--routers: {rname!r} is not likelihood, classifier or bag")
+        elif rname in ("classifier", "bag", "cascade"):
+            router = fit_windows(specs, gen, data, windows, bag=bag or rname != "classifier", ll=rname == "classifier")
+            if rname == "cascade": router = CascadeRouter(router, LikelihoodRouter(specs, gen), cascade)
+        else: raise SmaError(f"--routers: {rname!r} is not likelihood, classifier, bag or cascade")
         r = {"fit_s": time.perf_counter() - t0, "single": routing_eval(router, prompts, gen, names, threshold),
              "composed": composed_eval(router, composed_requests(prompts, composed), gen, threshold)}
         if rname == "likelihood":
             r["reference_ppl"] = reference_ppl(router, specs, items, gen, threshold)
             if gsm8k: r["gsm8k"] = gsm8k_orchestrated(router, specs, gen, gsm8k, data_dir=data_dir, threshold=threshold)
+        if rname == "cascade": r["escalated"] = {"texts": router.escalated, "of": router.seen, "threshold": cascade}
         res[rname] = r
         log(f"{rname}: routing {r['single']['overall']['accuracy']:.3f}, composed parts {r['composed']['part_routing']['accuracy']:.3f}")
     return res
@@ -195,18 +225,19 @@ def orchestrate_eval_cli(
     n:int=50,                      # held-out prompts per domain
     composed:int=50,               # composed requests
     min_tokens:int=0,              # keep prompts with at least this many tokens
-    routers:str="likelihood,classifier", # routers to evaluate: likelihood, classifier, bag
+    routers:str="likelihood,classifier", # routers to evaluate: likelihood, classifier, bag, cascade
     threshold:float=0.5,           # below this confidence the generalist answers
     gsm8k:int=20,                  # GSM8K questions answered orchestrated vs generalist (0: skip)
     backend:str="torch",           # torch or jax
-    windows:int=60,                # classifier training passages per domain
-    no_bag:bool=False,             # classifier without token-histogram features
+    windows:int=400,               # classifier training passages per domain
+    no_bag:bool=False,             # classifier without token features
+    cascade:float=0.95,            # the cascade router: below this bag confidence the likelihood router decides
     out:str=None,                  # write the results as JSON here
 ):
     "Routing accuracy, composed requests, reference perplexity and GSM8K of a project's orchestrator."
     with cli_errors():
         res = orchestrate_eval(project_dir, data_dir, n, composed, min_tokens, routers, threshold, gsm8k, backend, windows, not no_bag,
-                               specialists=specialists, train_data=train_data)
+                               specialists=specialists, train_data=train_data, cascade=cascade)
         text = json.dumps(res, indent=2, default=str)
         if out: atomic_write(out, text + "\n")
         else: print(text)

@@ -15,7 +15,8 @@ from .generate import TextLM
 # %% auto #0
 __all__ = ['VERBS', 'PLAN_PROMPT', 'weights_lock', 'LMSpecialist', 'HTTPSpecialist', 'HFSpecialist', 'Subtask', 'check_plan',
            'is_request', 'rules_plan', 'parse_plan', 'Plan', 'make_plan', 'loglik_table', 'LikelihoodRouter',
-           'RulesRouter', 'GateRouter', 'bag_features', 'ClassifierRouter', 'fit_router', 'Route', 'route']
+           'RulesRouter', 'GateRouter', 'bag_features', 'ClassifierRouter', 'fit_router', 'CascadeRouter', 'Route',
+           'route']
 
 # %% ../nbs/39a_orchestrator_plan.ipynb #8bb5abb3
 _LOCKS: dict[int, threading.Lock] = {}
@@ -290,30 +291,35 @@ class GateRouter:
         return out
 
 # %% ../nbs/39a_orchestrator_plan.ipynb #6cd4f0a8
-def bag_features(tok, texts, vocab: int) -> np.ndarray:
-    "Token histogram of each text (frequencies; ids beyond `vocab` dropped)."
-    H = np.zeros((len(texts), vocab))
+def bag_features(tok, texts, vocab: int, idf=None) -> np.ndarray:
+    "Token features of each text (ids beyond `vocab` dropped): frequencies, or with `idf` log(1 + count) * idf scaled to unit length."
+    H = np.zeros((len(texts), vocab), np.float32)
     for i, t in enumerate(texts):
         ids = [x for x in tok.encode(t) if x < vocab]
-        if ids: np.add.at(H[i], ids, 1.0 / len(ids))
-    return H
+        if ids: np.add.at(H[i], ids, 1.0 if idf is not None else 1.0 / len(ids))
+    if idf is None: return H
+    H = np.log1p(H) * np.asarray(idf, np.float32)
+    return H / np.maximum(np.linalg.norm(H, axis=1, keepdims=True), 1e-12)
 
 class ClassifierRouter:
     name = "classifier"
-    def __init__(self, specs: dict, generalist: str, labels: Sequence[str], W, b, mu, sd, vocab: int = 0, ll: bool = True):
+    def __init__(self, specs: dict, generalist: str, labels: Sequence[str], W, b, mu, sd, vocab: int = 0, ll: bool = True,
+                 idf=None, temperature: float = 1.0):
         self.specs, self.generalist, self.labels, self.vocab, self.ll = specs, generalist, list(labels), int(vocab), bool(ll)
         self.W, self.b, self.mu, self.sd = (np.asarray(x, np.float64) for x in (W, b, mu, sd))
+        self.idf, self.temperature = None if idf is None else np.asarray(idf, np.float32), float(temperature)
     @staticmethod
-    def features(specs: dict, generalist: str, texts, vocab: int = 0, ll: bool = True) -> np.ndarray:
-        X = np.zeros((len(texts), 0))
+    def features(specs: dict, generalist: str, texts, vocab: int = 0, ll: bool = True, idf=None) -> np.ndarray:
+        X = np.zeros((len(texts), 0), np.float32)
         if ll:
             t = loglik_table(specs, texts)
             per = np.array([[t[n][i][0] / t[n][i][1] for n in specs] for i in range(len(texts))]).reshape(len(texts), len(specs))
             g = per[:, list(specs).index(generalist)][:, None]
-            X = np.concatenate([per - g, g], 1)
-        return np.concatenate([X, bag_features(specs[generalist].tok, texts, vocab)], 1) if vocab else X
-    def probs(self, texts) -> np.ndarray:
-        return _softmax(((self.features(self.specs, self.generalist, texts, self.vocab, self.ll) - self.mu) / self.sd) @ self.W + self.b)
+            X = np.concatenate([per - g, g], 1).astype(np.float32)
+        return np.concatenate([X, bag_features(specs[generalist].tok, texts, vocab, idf)], 1) if vocab else X
+    def logits(self, texts) -> np.ndarray:
+        return ((self.features(self.specs, self.generalist, texts, self.vocab, self.ll, self.idf) - self.mu) / self.sd) @ self.W + self.b
+    def probs(self, texts) -> np.ndarray: return _softmax(self.logits(texts) / self.temperature)
     def propose(self, texts):
         out = []
         for p in self.probs(texts):
@@ -322,27 +328,69 @@ class ClassifierRouter:
         return out
     def to_json(self) -> str:
         return json.dumps({"generalist": self.generalist, "models": list(self.specs), "labels": self.labels, "vocab": self.vocab, "ll": self.ll,
+                           "temperature": self.temperature, "idf": None if self.idf is None else self.idf.tolist(),
                            **{k: getattr(self, k).tolist() for k in ("W", "b", "mu", "sd")}})
     @classmethod
     def from_json(cls, s: str, specs: dict) -> "ClassifierRouter":
         d = json.loads(s)
         if d["models"] != list(specs): raise SmaError(f"the classifier was trained over models {d['models']}, not {list(specs)}")
-        return cls(specs, d["generalist"], d["labels"], d["W"], d["b"], d["mu"], d["sd"], d.get("vocab", 0), d.get("ll", True))
+        return cls(specs, d["generalist"], d["labels"], d["W"], d["b"], d["mu"], d["sd"], d.get("vocab", 0), d.get("ll", True),
+                   d.get("idf"), d.get("temperature", 1.0))
 
-def fit_router(specs: dict, generalist: str, texts: Sequence[str], labels: Sequence[str], l2: float = 1e-2, steps: int = 500,
-               lr: float = 0.5, bag: bool = False, ll: bool = True) -> ClassifierRouter:
-    "A `ClassifierRouter` trained on `texts` with `labels` (specialist names) over log-likelihood (`ll`) and/or token-histogram (`bag`) features."
+def _adam_logreg(X: np.ndarray, Y: np.ndarray, l2: float, steps: int, lr: float) -> tuple[np.ndarray, np.ndarray]:
+    "Weights and bias of a multinomial logistic regression (full batch, Adam, L2 on the weights)."
+    W, b = np.zeros((X.shape[1], Y.shape[1]), np.float32), np.zeros(Y.shape[1], np.float32)
+    m, v = [np.zeros_like(W), np.zeros_like(b)], [np.zeros_like(W), np.zeros_like(b)]
+    for t in range(1, steps + 1):
+        G = (_softmax(X @ W + b) - Y) / len(X)
+        for j, (p, g) in enumerate(((W, X.T @ G + l2 * W), (b, G.sum(0)))):
+            m[j] = 0.9 * m[j] + 0.1 * g; v[j] = 0.999 * v[j] + 0.001 * g * g
+            p -= lr * (m[j] / (1 - 0.9 ** t)) / (np.sqrt(v[j] / (1 - 0.999 ** t)) + 1e-8)
+    return W, b
+
+def _temperature(logits: np.ndarray, y: np.ndarray) -> float:
+    "The softmax temperature (on a log grid from 0.05 to 20) with the lowest negative log-likelihood of labels `y`."
+    grid = np.exp(np.linspace(np.log(0.05), np.log(20.0), 81))
+    nll = [-np.log(_softmax(logits / T)[np.arange(len(y)), y] + 1e-12).mean() for T in grid]
+    return float(grid[int(np.argmin(nll))])
+
+def fit_router(specs: dict, generalist: str, texts: Sequence[str], labels: Sequence[str], l2: float = 1e-4, steps: int = 300,
+               lr: float = 0.05, bag: bool = False, ll: bool = True, idf: bool = True, calibrate: float = 0.2, seed: int = 0) -> ClassifierRouter:
+    "A `ClassifierRouter` trained on `texts` with `labels` (specialist names) over log-likelihood (`ll`) and/or token (`bag`) features; see above."
     if not (ll or bag): raise SmaError("the classifier needs features: log-likelihoods (ll), the token histogram (bag) or both")
     names, vocab = sorted(set(labels)), (specs[generalist].tok.vocab_size if bag else 0)
-    X = ClassifierRouter.features(specs, generalist, texts, vocab, ll)
+    y = np.array([names.index(l) for l in labels])
+    w = None
+    if bag and idf:
+        df = (bag_features(specs[generalist].tok, texts, vocab) > 0).sum(0)
+        w = (np.log((1 + len(texts)) / (1 + df)) + 1).astype(np.float32)
+    X = ClassifierRouter.features(specs, generalist, texts, vocab, ll, w)
     mu, sd = X.mean(0), X.std(0)
     sd[sd < 1e-3] = 1.0
-    Xs, Y = (X - mu) / sd, np.eye(len(names))[[names.index(l) for l in labels]]
-    W, b = np.zeros((X.shape[1], len(names))), np.zeros(len(names))
-    for _ in range(steps):
-        G = (_softmax(Xs @ W + b) - Y) / len(Xs)
-        W -= lr * (Xs.T @ G + l2 * W); b -= lr * G.sum(0)
-    return ClassifierRouter(specs, generalist, names, W, b, mu, sd, vocab, ll)
+    if w is not None: mu[X.shape[1] - vocab:], sd[X.shape[1] - vocab:] = 0.0, 1.0     # tf-idf columns are used as they are
+    Xs = ((X - mu) / sd).astype(np.float32)
+    val = np.random.default_rng(seed).permutation(len(texts))[:int(len(texts) * calibrate)]
+    if len(val) < 2 * len(names): val = val[:0]                                  # too few texts to calibrate on: temperature 1
+    tr = np.setdiff1d(np.arange(len(texts)), val)
+    W, b = _adam_logreg(Xs[tr], np.eye(len(names), dtype=np.float32)[y[tr]], l2, steps, lr)
+    T = _temperature(Xs[val] @ W + b, y[val]) if len(val) else 1.0
+    return ClassifierRouter(specs, generalist, names, W, b, mu, sd, vocab, ll, w, T)
+
+
+# %% ../nbs/39a_orchestrator_plan.ipynb #d5b2c8f2
+class CascadeRouter:
+    "`first`'s proposal where its confidence reaches `threshold`; the other texts go to `second` (one call)."
+    name = "cascade"
+    def __init__(self, first, second, threshold: float = 0.95):
+        self.first, self.second, self.threshold, self.escalated, self.seen = first, second, threshold, 0, 0
+    def propose(self, texts):
+        out = list(self.first.propose(texts))
+        low = [i for i, (_, _, c) in enumerate(out) if c < self.threshold]
+        self.seen += len(out); self.escalated += len(low)
+        if low:
+            for i, p in zip(low, self.second.propose([texts[i] for i in low])): out[i] = p
+        return out
+
 
 # %% ../nbs/39a_orchestrator_plan.ipynb #e3965a90
 @dataclass
