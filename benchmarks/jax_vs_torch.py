@@ -39,16 +39,21 @@ def setup(batch=BATCH):
 def jax_stepper(cfg, tc, stream, mesh_shape="1,1", devices=None):
     "A function running n JAX trainer steps (fresh batches from the sampler each step)."
     import jax
-    from flax import nnx
     from sma_kit.data import MixtureSampler
     from sma_kit.jax.mesh import make_mesh, sharded_model
     from sma_kit.jax.train import Trainer
     mesh = make_mesh(mesh_shape, devices or jax.devices())
     t = Trainer(sharded_model(cfg, mesh, 0), None, MixtureSampler({"g": stream}, SEQ, seed=1), {}, tc, tempfile.mkdtemp(), mesh, progress=False)
-    step, key = nnx.cached_partial(t.step_fn, t.model, t.opt), jax.random.key(0)
+    return trainer_runner(t)
+
+
+def trainer_runner(t):
+    "A function running n steps of the JAX trainer (`Trainer.train_step`, what `Trainer.fit` runs)."
+    t._begin()
     def run(n):
-        for i in range(n): loss, _ = step(*t._batch(), jax.random.fold_in(key, i))
-        return float(loss)
+        t._zero_loss()
+        for _ in range(n): t.train_step()
+        return float(t._losses[-1])
     return run
 
 
@@ -75,7 +80,6 @@ def shift_steppers(cfg, tc, stream):
     "JAX and PyTorch runners of n shiftable trainer steps: 2 copy specialists at the attention, soft routing, shift_loss, only branches + gates trained."
     import jax, torch
     from functools import partial
-    from flax import nnx
     from sma_kit.config import expert_ids
     from sma_kit.data import MixtureSampler
     from sma_kit.torch.model import DecoderLM as TorchLM
@@ -93,10 +97,7 @@ def shift_steppers(cfg, tc, stream):
     tt = TorchTrainer(tm, None, sampler(), {}, tc, tempfile.mkdtemp(), "cpu", loss_fn=partial(shift_loss, targets=expert_targets(doms, tm.experts)), progress=False)
     jt = Trainer(jm, None, sampler(), {}, tc, tempfile.mkdtemp(), make_mesh("1,1", jax.devices()[:1]), progress=False,
                  loss_fn=shift_loss_fn(expert_ids(doms, jm.experts)), wrt=jm.trainable())
-    step, key = nnx.cached_partial(jt.step_fn, jt.model, jt.opt), jax.random.key(0)
-    def run_jax(n):
-        for i in range(n): loss, _ = step(*jt._batch(), jax.random.fold_in(key, i))
-        return float(loss)
+    run_jax = trainer_runner(jt)
     tt._params = [p for g in tt.opt.param_groups for p in g["params"]]   # what fit() sets up before its first step
     def run_torch(n):
         tt._zero_loss()

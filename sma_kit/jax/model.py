@@ -63,6 +63,10 @@ def _cast(x, w, dtype):
     dt = dtype or jnp.promote_types(x.dtype, w.dtype)
     return x.astype(dt), w.astype(dt)
 
+def _mm(x, w):
+    "x [..., in] @ w [in, out] as one 2-D matmul over the flattened leading axes: the weight's gradient then contracts two row-major matrices, where the 3-D form made XLA copy the activations into a transposed layout first."
+    return (x.reshape(-1, x.shape[-1]) @ w).reshape(*x.shape[:-1], w.shape[-1])
+
 def _linear(d_in, d_out, axes, rngs, dtype, param_dtype, std=0.02):
     return nnx.Linear(d_in, d_out, use_bias=False, dtype=dtype, param_dtype=param_dtype,
                       kernel_init=init_normal(std, axes), rngs=rngs)
@@ -74,7 +78,7 @@ def attend(x, wqkv, wo, n_heads: int, n_kv: int, cos, sin, cache: dict | None = 
     hd = wqkv.shape[1] // (n_heads + 2 * n_kv)
     G = n_heads // n_kv
     x, w = _cast(x, wqkv, dtype)   # one matmul for q, k and v
-    q, k, v = jnp.split((x @ w).reshape(B, T, n_heads + 2 * n_kv, hd), [n_heads, n_heads + n_kv], axis=2)
+    q, k, v = jnp.split(_mm(x, w).reshape(B, T, n_heads + 2 * n_kv, hd), [n_heads, n_heads + n_kv], axis=2)
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
     if cache is None:
         causal = jnp.tril(jnp.ones((T, T), dtype=bool))
@@ -97,7 +101,7 @@ def attend(x, wqkv, wo, n_heads: int, n_kv: int, cos, sin, cache: dict | None = 
     y = jnp.einsum("bkqs,bksd->bkqd", att.astype(q.dtype), v)
     y = y.reshape(B, n_kv, G, T, hd).transpose(0, 3, 1, 2, 4).reshape(B, T, n_heads * hd)
     y, wo = _cast(y, wo, dtype)
-    y = y @ wo
+    y = _mm(y, wo)
     return (y, cache) if cache is not None else y
 
 class Attention(nnx.Module):
@@ -124,9 +128,9 @@ class Attention(nnx.Module):
 def swiglu(x, wgu, wd, dtype=None):
     "SwiGLU of x with the fused gate/up kernel `[d, 2F]` and the down kernel: gate and up in one matmul."
     x, w = _cast(x, wgu, dtype)
-    g, u = jnp.split(x @ w, 2, axis=-1)
+    g, u = jnp.split(_mm(x, w), 2, axis=-1)
     h, wd = _cast(jax.nn.silu(g) * u, wd, dtype)
-    return h @ wd
+    return _mm(h, wd)
 
 class SwiGLU(nnx.Module):
     def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs, dtype=None, param_dtype=jnp.float32):
@@ -215,7 +219,10 @@ class DecoderLM(nnx.Module):
         self.lm_head = None if cfg.tie_embeddings else _linear(cfg.d_model, cfg.vocab_size, ("embed", "vocab"), rngs, dt, pd)
 
     def make_block(self, cfg, rngs, dtype, param_dtype): return Block(cfg, rngs, dtype, param_dtype)
-    def head(self, h): return self.embed.attend(h) if self.lm_head is None else self.lm_head(h)
+    def head(self, h):
+        "Logits of hidden states h [..., d]: one 2-D matmul (see `_mm`) with the tied embedding or the separate head's kernel."
+        w = self.embed.embedding[...].T if self.lm_head is None else self.lm_head.kernel[...]
+        return _mm(*_cast(h, w, self.compute_dtype))
 
     def embed_tokens(self, idx):
         "Token embeddings; on a mesh the lookup reads the all-gathered table (FSDP style), whose gradient is scattered back to its shards."

@@ -27,9 +27,10 @@ from .mesh import (RULES, maybe_initialize_distributed, pick_devices, make_mesh,
                               shard_model, place_on_mesh, sharded_model, batch_shards, check_batch, put_batch)
 
 # %% auto #0
-__all__ = ['MAX_TO_KEEP', 'lr_schedule', 'decay_mask', 'make_optimizer', 'lm_loss', 'make_train_step', 'save_model',
-           'load_weights', 'load_sharded', 'load_model', 'eval_loss', 'orbax_steps', 'Trainer', 'check_output_dir',
-           'compute_dtype_for', 'training_mesh', 'train_generalist', 'eval_domains', 'train_specialists']
+__all__ = ['MAX_TO_KEEP', 'lr_schedule', 'decay_mask', 'make_optimizer', 'lm_loss', 'mean_grads', 'make_train_step',
+           'split_training', 'save_model', 'load_weights', 'load_sharded', 'load_model', 'eval_loss', 'orbax_steps',
+           'Trainer', 'check_output_dir', 'compute_dtype_for', 'training_mesh', 'train_generalist', 'eval_domains',
+           'train_specialists']
 
 # %% ../../nbs/23_jax_train.ipynb #5fb6aea5
 def lr_schedule(tc: TrainConfig, total: int):
@@ -62,29 +63,41 @@ def lm_loss(model, x, y, dom, key=None):
     "Plain next-token cross-entropy."
     return model(x, y, key=key)[1], {}
 
-@functools.lru_cache(maxsize=None)
-def make_train_step(loss_fn=lm_loss):
-    "The compiled step `(model, opt, x, y, dom, key) -> (loss, extras)` for `loss_fn` (one per loss function)."
-    @nnx.jit(donate_argnums=(0, 1))
-    def train_step(model, opt, x, y, dom, key):
-        gdef, params, rest = nnx.split(model, opt.wrt, ...)
-        def micro(params, x, y, d, k): return loss_fn(nnx.merge(gdef, params, rest), x, y, d, k)
-        vg = jax.value_and_grad(micro, has_aux=True)
-        A = x.shape[0]
-        keys = jax.random.split(key, A)
-        if A == 1:
-            (loss, extras), grads = vg(params, x[0], y[0], dom[0], keys[0])
-        else:
-            (l0, e0), g0 = jax.eval_shape(vg, params, x[0], y[0], dom[0], keys[0])
-            zero = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (l0, e0, g0))
-            def body(acc, b):
-                (l, e), g = vg(params, *b)
-                return jax.tree.map(jnp.add, acc, (l, e, g)), None
-            (loss, extras, grads), _ = jax.lax.scan(body, zero, (x, y, dom, keys))
-            loss, extras, grads = jax.tree.map(lambda t: t / A, (loss, extras, grads))
+def mean_grads(loss_fn, model, wrt, x, y, dom, keys):
+    "(loss, extras, gradients of the `wrt` variables), each averaged over the micro-batches `[A, ...]` of x, y, dom (one key each)."
+    gdef, params, rest = nnx.split(model, wrt, ...)
+    def micro(params, x, y, d, k): return loss_fn(nnx.merge(gdef, params, rest), x, y, d, k)
+    vg = jax.value_and_grad(micro, has_aux=True)
+    A = x.shape[0]
+    if A == 1:
+        (loss, extras), grads = vg(params, x[0], y[0], dom[0], keys[0])
+        return loss, extras, grads
+    (l0, e0), g0 = jax.eval_shape(vg, params, x[0], y[0], dom[0], keys[0])
+    zero = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (l0, e0, g0))
+    def body(acc, b):
+        (l, e), g = vg(params, *b)
+        return jax.tree.map(jnp.add, acc, (l, e, g)), None
+    acc, _ = jax.lax.scan(body, zero, (x, y, dom, keys))
+    return jax.tree.map(lambda t: t / A, acc)
+
+@functools.lru_cache(maxsize=32)
+def make_train_step(loss_fn, gdef, treedef, shardings: tuple):
+    "The compiled pure step `(arrays, x, y, dom, key, step) -> (arrays, loss, extras)` over the flat arrays of `(model, optimizer)` as split into `gdef` and `treedef`; the arrays are donated and come back with `shardings`."
+    def train_step(arrays, x, y, dom, key, step):
+        model, opt = nnx.merge(gdef, jax.tree.unflatten(treedef, arrays))
+        keys = jax.random.split(jax.random.fold_in(key, step), x.shape[0])
+        loss, extras, grads = mean_grads(loss_fn, model, opt.wrt, x, y, dom, keys)
         opt.update(model, grads)
-        return loss, extras
-    return train_step
+        new, tdef = jax.tree.flatten(nnx.state((model, opt)))
+        assert tdef == treedef, "the step changed the structure of the training state"
+        return [jax.lax.with_sharding_constraint(a, s) for a, s in zip(new, shardings)], loss, extras
+    return jax.jit(train_step, donate_argnums=0)
+
+def split_training(model, opt):
+    "(graph definition, flat arrays, tree structure, shardings) of `(model, opt)`: what `make_train_step` takes."
+    gdef, state = nnx.split((model, opt))
+    arrays, treedef = jax.tree.flatten(state)
+    return gdef, arrays, treedef, tuple(a.sharding for a in arrays)
 
 # %% ../../nbs/23_jax_train.ipynb #6dfe524c
 def save_model(model, out_dir, tok=None, extra_json: dict | None = None):
@@ -168,7 +181,6 @@ class Trainer(TrainLoop):
         self.total = tc.total_steps(sampler.total_windows)
         self.opt = nnx.Optimizer(model, make_optimizer(tc, self.total), wrt=wrt)
         place_on_mesh(self.opt, self.mesh)   # moments already follow their parameters; counters are replicated
-        self.step_fn = make_train_step(loss_fn)
         self.st = {"step": 0, "best_val": None, "best_step": None, "bad_evals": 0, "elapsed_s": 0.0, "tokens": 0}
         self._mngr, self._saved = None, None
 
@@ -183,6 +195,7 @@ class Trainer(TrainLoop):
         return self._mngr
 
     def _arrays(self) -> dict:
+        self._sync()
         return {"model": nnx.to_pure_dict(nnx.state(self.model)), "opt": nnx.to_pure_dict(nnx.state(self.opt))}
 
     def save_state(self):
@@ -226,8 +239,11 @@ class Trainer(TrainLoop):
         self.sampler.load_state_dict(meta["sampler"])
         self.st = meta["state"]
 
+    def evaluate(self) -> dict[str, float]:
+        self._sync(); return super().evaluate()
+
     def _save_best(self):
-        save_model(self.model, self.out, self.tok, self.extra_json)
+        self._sync(); save_model(self.model, self.out, self.tok, self.extra_json)
 
     def _batch(self):
         "One optimizer step's micro-batches [A, B, T] (every host draws the same global batch and keeps its slices)."
@@ -242,14 +258,22 @@ class Trainer(TrainLoop):
         if self._is_main(): shutil.rmtree(self.out / TRAIN_STATE, ignore_errors=True)
 
     def _begin(self):
-        self._step = nnx.cached_partial(self.step_fn, self.model, self.opt)
-        self._key = jax.random.key(self.tc.seed)
+        "Split model and optimizer into the compiled step's flat arrays, once per `fit`."
+        gdef, self._state, self._treedef, shardings = split_training(self.model, self.opt)
+        self._step = make_train_step(self.loss_fn, gdef, self._treedef, shardings)
+        self._key, self._stale = jax.random.key(self.tc.seed), False
+
+    def _sync(self):
+        "Put the arrays of the steps run since the last call back into the model and the optimizer."
+        if getattr(self, "_stale", False):
+            nnx.update((self.model, self.opt), jax.tree.unflatten(self._treedef, self._state)); self._stale = False
 
     def train_step(self):
-        "One compiled optimizer step; the loss stays on the device until a log line reads it. Step s draws dropout key fold_in(seed, s)."
+        "One compiled optimizer step on the split state (the model's own arrays are stale until `_sync`); the loss stays on the device until a log line reads it. Step s draws dropout key fold_in(seed, s)."
         tc, st = self.tc, self.st
         self._lr_host = lr_at(st["step"], tc, self.total)
-        loss, self._extras = self._step(*self._batch(), jax.random.fold_in(self._key, st["step"]))
+        self._stale = True   # the step donates the arrays the model still holds
+        self._state, loss, self._extras = self._step(self._state, *self._batch(), self._key, np.int32(st["step"]))
         self._losses.append(loss)
         st["step"] += 1; st["tokens"] += tc.batch_size * tc.grad_accum * tc.seq_len
 
@@ -257,6 +281,7 @@ class Trainer(TrainLoop):
     def _train_loss(self, n: int) -> float: return float(np.mean([float(l) for l in self._losses]))
 
     def _end(self):
+        self._sync()
         if self._mngr is not None: self._mngr.wait_until_finished()
 
 # %% ../../nbs/23_jax_train.ipynb #a53716f1
