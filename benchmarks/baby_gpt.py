@@ -12,7 +12,10 @@ its model.py. The variants are timed in interleaved blocks (the machine is share
 variant once, in turn) and the medians are reported with the load average before and after.
 
     NANOGPT_DIR=path/to/nanoGPT SMA_DATA_DIR=path/to/data python benchmarks/baby_gpt.py [--blocks 7] [--block_steps 30]
-        [--variants kit,kit_compile,kit_bf16] [--loss_steps 0]
+        [--variants kit,kit_compile,kit_bf16] [--loss_steps 0] [--cpu_time]
+
+`--cpu_time` times one torch thread by the process's CPU time, which barely depends on other processes on a shared
+machine; without it the figure is wall time at torch's default threads. Blocks alternate their order.
 
 `--loss_steps N` also trains both for N steps from the same seed with the recipe's schedule (lr 1e-3 -> 1e-4,
 warmup 100) and records their validation losses (the kit's definition: every non-overlapping window of the
@@ -82,10 +85,10 @@ class KitStep:
         self.tr.train_step()
 
 
-def timed(stepper, n) -> float:
-    t = time.perf_counter()
+def timed(stepper, n, clock=time.perf_counter) -> float:
+    t = clock()
     for _ in range(n): stepper.step()
-    return (time.perf_counter() - t) / n * 1000
+    return (clock() - t) / n * 1000
 
 
 def main():
@@ -96,7 +99,10 @@ def main():
     ap.add_argument("--variants", default="kit,kit_compile,kit_bf16")
     ap.add_argument("--loss_steps", type=int, default=0)
     ap.add_argument("--name", default="baby_gpt")
+    ap.add_argument("--cpu_time", action="store_true", help="one torch thread, CPU time of the process (robust to other load)")
     args = ap.parse_args()
+    if args.cpu_time: torch.set_num_threads(1)
+    clock = time.process_time if args.cpu_time else time.perf_counter
     ng = load_nanogpt(args.nanogpt)
     src = data_dir() / "general" / "tinyshakespeare"
     tok = byte_tokenizer()
@@ -116,16 +122,18 @@ def main():
     ctx0 = context()
     for k in names: timed(steppers[k], 5)          # warm up (and compile)
     ms = {k: [] for k in names}
-    for _ in range(args.blocks):
-        for k in names: ms[k].append(timed(steppers[k], args.block_steps))
-    med = {k: statistics.median(v) for k, v in ms.items()}
-    result = {
-        "recipe": "nanoGPT baby GPT (CPU): byte tokens, seq 64, batch 12, 4L/4H/d128, dropout 0, AdamW (wd 0.1, beta2 0.99), clip 1.0",
-        "params": params, "median_step_ms": med,
-        "speed_vs_nanoGPT": {k: med["nanoGPT"] / med[k] for k in names[1:]},
-        "timing": {"blocks": args.blocks, "block_steps": args.block_steps, "step_ms_per_block": ms},
-        "machine": machine(), **ctx0, "loadavg_after": list(os.getloadavg()),
-    }
+    for b in range(args.blocks):
+        for k in (names if b % 2 == 0 else names[::-1]): ms[k].append(timed(steppers[k], args.block_steps, clock))
+        med = {k: statistics.median(v) for k, v in ms.items()}
+        result = {
+            "recipe": "nanoGPT baby GPT (CPU): byte tokens, seq 64, batch 12, 4L/4H/d128, dropout 0, AdamW (wd 0.1, beta2 0.99), clip 1.0",
+            "params": params, "median_step_ms": med, "clock": "CPU time, one thread" if args.cpu_time else "wall time",
+            "speed_vs_nanoGPT": {k: med["nanoGPT"] / med[k] for k in names[1:]},
+            "timing": {"blocks": args.blocks, "blocks_done": b + 1, "block_steps": args.block_steps, "step_ms_per_block": ms},
+            "machine": machine(), **ctx0, "loadavg_after": list(os.getloadavg()),
+            "command": "python benchmarks/baby_gpt.py " + " ".join(sys.argv[1:]),
+        }
+        if b + 1 < args.blocks: write(args.name, result)   # after every block: a run cut short keeps what it measured
     if args.loss_steps:
         result["loss"] = loss_run(ng, tok, train, val, base, args.loss_steps, out)
     write(args.name, result)

@@ -13,16 +13,19 @@ from contextlib import contextmanager
 from ..generate import Completion, PaddedStepper, complete_with, generate_ids, score_pairs
 
 # %% auto #0
-__all__ = ['HOST_COPY', 'RMSNorm', 'rope_tables', 'apply_rope', 'FusedParts', 'attend', 'Attention', 'swiglu', 'SwiGLU', 'Block',
-           'DecoderLM', 'filter_logits', 'sample_ids', 'RowStepper', 'complete', 'generate', 'loglik']
+__all__ = ['HOST_COPY', 'PAD_MULTIPLE', 'PAD_MIN_ROWS', 'RMSNorm', 'rope_tables', 'apply_rope', 'FusedParts', 'attend',
+           'Attention', 'swiglu', 'SwiGLU', 'Block', 'DecoderLM', 'filter_logits', 'sample_ids', 'RowStepper',
+           'complete', 'generate', 'loglik']
 
 # %% ../../nbs/10_torch_model.ipynb #ca7effdd
+def _half(t): return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
 class _RMSNormFn(torch.autograd.Function):
-    "RMSNorm with a hand-written backward: half the kernels of autograd's composite version."
+    "RMSNorm with a hand-written backward: few passes over the activations (see the prose above)."
     @staticmethod
     def forward(ctx, x, w, eps):
-        xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-        rstd = torch.rsqrt(xf.square().mean(-1, keepdim=True) + eps)
+        xf = _half(x)
+        rstd = torch.linalg.vector_norm(xf, dim=-1, keepdim=True).square_().div_(xf.shape[-1]).add_(eps).rsqrt_()
         xhat = (xf * rstd).type_as(x)
         ctx.save_for_backward(xhat, rstd, w)
         return xhat * w
@@ -30,9 +33,11 @@ class _RMSNormFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         xhat, rstd, w = ctx.saved_tensors
-        gw = g * w
-        gx = (gw - xhat * (gw * xhat).mean(-1, keepdim=True)) * rstd
-        return gx.type_as(g), (g * xhat).flatten(0, -2).sum(0).type_as(w), None
+        gf, xh, wf = _half(g), _half(xhat), _half(w)
+        gx = gf * xh                                           # dw is its column sum; the mean of gw * xhat is gx @ w / d
+        m = (gx @ wf).unsqueeze(-1).div_(xh.shape[-1])
+        dx = torch.addcmul(gf * wf, xh, m, value=-1).mul_(rstd)
+        return dx.type_as(g), gx.flatten(0, -2).sum(0).type_as(w), None
 
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float = 1e-5):
@@ -132,12 +137,57 @@ class Attention(FusedParts, nn.Module):
         return attend(x, *self.weights(), self.n_heads, self.n_kv, cos, sin, cache, pos,
                       self.dropout if self.training else 0.0, kv_only, pad, mask)
 
-# %% ../../nbs/10_torch_model.ipynb #a09fbff8
+# %% ../../nbs/10_torch_model.ipynb #acf28ea0
+PAD_MULTIPLE, PAD_MIN_ROWS = 8, 64   # on a CPU, a SwiGLU width is padded to a multiple of 8 for inputs of >= 64 rows
+
+def _pad_halves(w, f: int, p: int):
+    "The fused gate/up weight [2f, d] with each half padded by zero rows to p rows: [2p, d]."
+    out = w.new_zeros(2 * p, w.shape[1])
+    out[:f] = w[:f]; out[p : p + f] = w[f:]
+    return out
+
+class _PaddedSwiGLU(torch.autograd.Function):
+    "`swiglu` with its hidden width padded from f to p zero units; hand-written backward, autocast as around the call."
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cpu")
+    def forward(ctx, x, wgu, wd, p: int):
+        f = wd.shape[1]
+        wgp, wdp = _pad_halves(wgu, f, p), F.pad(wd, (0, p - f))
+        g, u = F.linear(x, wgp).chunk(2, dim=-1)
+        sg = F.silu(g)
+        a = sg * u
+        ctx.save_for_backward(x, g, u, sg, a, wgp, wdp)
+        ctx.f, ctx.dtypes = f, (x.dtype, wgu.dtype, wd.dtype)
+        return F.linear(a, wdp)
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cpu")
+    def backward(ctx, gy):
+        x, g, u, sg, a, wgp, wdp = ctx.saved_tensors
+        (f, p), need = (ctx.f, g.shape[-1]), ctx.needs_input_grad
+        da = gy @ wdp
+        dh = da.new_empty(*da.shape[:-1], 2 * p)      # the gate and up gradients written side by side: no concatenation
+        dg, du = dh.chunk(2, dim=-1)
+        torch.mul(da, sg, out=du)
+        torch.ops.aten.silu_backward.grad_input(da * u, g, grad_input=dg)
+        dx = (dh @ wgp).to(ctx.dtypes[0]) if need[0] else None
+        dwgu = dwd = None
+        if need[1]:
+            dw = dh.flatten(0, -2).T @ x.flatten(0, -2)
+            dwgu = torch.cat([dw[:f], dw[p : p + f]]).to(ctx.dtypes[1])
+        if need[2]: dwd = (gy.flatten(0, -2).T @ a.flatten(0, -2))[:, :f].to(ctx.dtypes[2])
+        return dx, dwgu, dwd, None
+
 def swiglu(x, wgu, wd):
-    "down(silu(gate(x)) * up(x)) with the fused gate/up weight [2F, d]: one matmul for both."
+    "down(silu(gate(x)) * up(x)) with the fused gate/up weight [2F, d]: one matmul for both (F padded on a CPU, see above)."
+    f = wd.shape[1]
+    if f % PAD_MULTIPLE and x.device.type == "cpu" and x.numel() >= PAD_MIN_ROWS * x.shape[-1]:
+        return _PaddedSwiGLU.apply(x, wgu, wd, -(-f // PAD_MULTIPLE) * PAD_MULTIPLE)
     g, u = F.linear(x, wgu).chunk(2, dim=-1)
     return F.linear(F.silu(g) * u, wd)
 
+
+# %% ../../nbs/10_torch_model.ipynb #a09fbff8
 class SwiGLU(FusedParts, nn.Module):
     fused = {"gate_up_proj": ("gate_proj", "up_proj")}
     def __init__(self, cfg: ModelConfig):
