@@ -65,8 +65,8 @@ class MemberFeatures:
     def _output(self, ens: RouterEnsemble, hs: list, gold):
         "(RouterOutput over M tokens as a [1, M] batch whose only 'vocabulary' entry is the gold token, targets [1, M] of zeros)."
         dev = next(ens.heads.parameters()).device
-        scores = torch.cat([head(torch.from_numpy(np.asarray(h, np.float32)).to(dev)) for head, h in zip(ens.heads, hs)], -1)[None]
-        lp = torch.from_numpy(np.asarray(gold, np.float32)).to(dev).T[:, None, :, None]
+        scores = torch.cat([head(torch.from_numpy(np.array(h, np.float32)).to(dev)) for head, h in zip(ens.heads, hs)], -1)[None]
+        lp = torch.from_numpy(np.array(gold, np.float32)).to(dev).T[:, None, :, None]   # copies: the memory maps are read-only
         return RouterOutput(lp, scores, route_weights(scores)), torch.zeros(scores.shape[:2], dtype=torch.long, device=dev)
 
     def batch(self, ens: RouterEnsemble, split: str, idx) -> tuple:
