@@ -182,7 +182,7 @@ class Trainer(TrainLoop):
         self.opt = nnx.Optimizer(model, make_optimizer(tc, self.total), wrt=wrt)
         place_on_mesh(self.opt, self.mesh)   # moments already follow their parameters; counters are replicated
         self.st = {"step": 0, "best_val": None, "best_step": None, "bad_evals": 0, "elapsed_s": 0.0, "tokens": 0}
-        self._mngr, self._saved = None, None
+        self._mngr, self._saved, self._stale = None, None, False   # _stale: the split arrays are newer than the model's (see _sync)
 
     def _val_loss(self, name, v) -> float: return eval_loss(self.model, v, self.tc.seq_len, self.eval_bs, self.mesh, name, self.rules)
     def _is_main(self) -> bool: return jax.process_index() == 0
@@ -265,7 +265,7 @@ class Trainer(TrainLoop):
 
     def _sync(self):
         "Put the arrays of the steps run since the last call back into the model and the optimizer."
-        if getattr(self, "_stale", False):
+        if self._stale:
             nnx.update((self.model, self.opt), jax.tree.unflatten(self._treedef, self._state)); self._stale = False
 
     def train_step(self):
